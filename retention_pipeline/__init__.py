@@ -1,0 +1,1 @@
+"""retention_pipeline: Metronome billing truth → DuckDB features → segments → activation → measurement."""

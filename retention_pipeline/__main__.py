@@ -1,0 +1,118 @@
+"""Command line: `python -m retention_pipeline run` (the main job) and `python -m retention_pipeline sql "..."`.
+
+`run` materializes the daily job for the latest complete day and the hourly job for the latest complete hour, on the
+embedded sandbox unless METRONOME_BEARER_TOKEN is set, then prints what landed where.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from datetime import UTC, datetime
+
+import dagster as dg
+import duckdb
+
+from retention_pipeline.config import ConfigError, env, parse_utc
+from retention_pipeline.partitions import DAILY, HOURLY
+from retention_pipeline.source.contacts import ContactsResource
+from retention_pipeline.source.metronome import MetronomeResource
+from retention_pipeline.warehouse import resolve_duckdb_path, table_counts
+
+SUMMARY_SCHEMAS = ("raw", "staging", "analytics", "segments", "sync")
+
+
+def clock() -> datetime:
+    """The pipeline's notion of now: RETENTION_SANDBOX_NOW when pinned (sandbox only), else the real time."""
+    pinned = env("RETENTION_SANDBOX_NOW")
+    if pinned and env("METRONOME_BEARER_TOKEN") is None:
+        try:
+            return parse_utc(pinned)
+        except ValueError as exc:
+            raise ConfigError(f"RETENTION_SANDBOX_NOW={pinned!r} is not ISO-8601 ({exc}).") from None
+    return datetime.now(UTC)
+
+
+def preflight() -> str:
+    """Resolve every setting the run needs before starting it, so misconfiguration fails in a second, by name."""
+    resolve_duckdb_path()
+    ContactsResource().csv_path()
+    ContactsResource().phone_region()
+    connection = MetronomeResource().open()
+    connection.client.close()
+    return connection.mode
+
+
+def run(day: str | None, hour: str | None, skip_hourly: bool) -> int:
+    from retention_pipeline.definitions import defs
+
+    now = clock()
+    day = day or DAILY.get_last_partition_key(current_time=now)
+    hour = hour or HOURLY.get_last_partition_key(current_time=now)
+    mode = preflight()
+    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    plan = [("daily_retention", day)] + ([] if skip_hourly else [("hourly_retention", hour)])
+    print(f"retention_pipeline: source={mode}, now={now:%Y-%m-%d %H:%M} UTC")
+    for job_name, partition in plan:
+        started = time.monotonic()
+        print(f"→ {job_name} partition {partition} …", flush=True)
+        result = defs.resolve_job_def(job_name).execute_in_process(
+            partition_key=partition, instance=instance, raise_on_error=False
+        )
+        if not result.success:
+            for event in result.all_events:
+                if event.is_step_failure:
+                    error = event.step_failure_data.error
+                    print(f"✗ {event.step_key}: {error.message.strip() if error else 'failed'}", file=sys.stderr)
+            print(f"{job_name} failed (run {result.run_id}).", file=sys.stderr)
+            return 1
+        print(f"✓ {job_name} {partition} in {time.monotonic() - started:.1f}s (run {result.run_id})")
+    print_summary()
+    return 0
+
+
+def print_summary() -> None:
+    path = resolve_duckdb_path()
+    with duckdb.connect(str(path), read_only=True) as con:
+        counts = table_counts(con, SUMMARY_SCHEMAS)
+    width = max((len(name) for name, _ in counts), default=10)
+    print(f"\nDuckDB file: {path.resolve()}")
+    for name, rows in counts:
+        print(f"  {name:<{width}}  {rows:>12,}")
+    print(
+        "\nNext:\n"
+        "  make dev                                   # Dagster UI on http://127.0.0.1:3000 (runs above included)\n"
+        "  .venv/bin/python -m retention_pipeline sql \"SELECT * FROM raw.metronome_customers LIMIT 5\"\n"
+        f"  python -c \"import duckdb; print(duckdb.connect('{path}', read_only=True).sql('FROM raw.contacts'))\""
+    )
+
+
+def sql(query: str) -> int:
+    with duckdb.connect(str(resolve_duckdb_path()), read_only=True) as con:
+        print(con.sql(query))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m retention_pipeline", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_parser = sub.add_parser("run", help="materialize the latest complete day and hour, then summarize")
+    run_parser.add_argument("--day", help="daily partition (YYYY-MM-DD); default: latest complete day")
+    run_parser.add_argument("--hour", help="hourly partition (YYYY-MM-DD-HH:00); default: latest complete hour")
+    run_parser.add_argument("--skip-hourly", action="store_true", help="run only the daily job")
+    sql_parser = sub.add_parser("sql", help="run a read-only query against the DuckDB file")
+    sql_parser.add_argument("query")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            return run(args.day, args.hour, args.skip_hourly)
+        return sql(args.query)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

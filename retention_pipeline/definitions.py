@@ -1,0 +1,13 @@
+"""The one place the project's definitions are assembled: each stage exposes `defs`, the root merges them."""
+
+import dagster as dg
+
+from retention_pipeline.operations import jobs
+from retention_pipeline.source import definitions as source
+from retention_pipeline.warehouse import DuckDBWarehouse
+
+defs = dg.Definitions.merge(
+    source.defs,
+    jobs.defs,
+    dg.Definitions(resources={"duckdb": DuckDBWarehouse()}),
+)

@@ -1,0 +1,1 @@
+"""Source stage: Metronome (real API or embedded sandbox tenant) and contacts into the DuckDB `raw` schema."""

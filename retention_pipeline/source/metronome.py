@@ -1,0 +1,119 @@
+"""The Metronome resource: the official SDK pointed at the real API or at the embedded sandbox tenant.
+
+The choice is made at run time from METRONOME_BEARER_TOKEN: unset → the sandbox (in-process httpx transport, no
+network); set → METRONOME_API_URL (default https://api.metronome.com), probed once so a wrong URL or token fails
+fast with the variable's name instead of after minutes of retries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import urlparse
+
+import dagster as dg
+import httpx
+import metronome
+from pydantic import Field, PrivateAttr
+
+from retention_pipeline.config import ConfigError, env, env_parsed, parse_utc, positive_int
+from retention_pipeline.source.sandbox.server import MetronomeSandbox
+from retention_pipeline.source.sandbox.tenant import TenantSpec, build_tenant
+
+SANDBOX_BASE_URL = "http://metronome.sandbox.invalid"
+SANDBOX_TOKEN = "sandbox"
+
+
+@dataclass
+class MetronomeConnection:
+    """What an asset needs for one run: the SDK client and how to talk to it."""
+
+    client: metronome.Metronome
+    mode: str  # "sandbox" or "api"
+    base_url: str
+    concurrency: int
+    sandbox: MetronomeSandbox | None = None
+
+    @property
+    def is_sandbox(self) -> bool:
+        return self.sandbox is not None
+
+
+class MetronomeResource(dg.ConfigurableResource):
+    """Metronome billing data: the real API when METRONOME_BEARER_TOKEN is set, else a synthetic sandbox tenant."""
+
+    bearer_token: str | None = Field(default=None, description="Overrides METRONOME_BEARER_TOKEN.")
+    api_url: str | None = Field(default=None, description="Overrides METRONOME_API_URL.")
+    max_retries: int | None = Field(default=None, description="Overrides RETENTION_METRONOME_MAX_RETRIES.")
+    timeout_seconds: float | None = Field(default=None, description="Overrides RETENTION_METRONOME_TIMEOUT_S.")
+    concurrency: int | None = Field(default=None, description="Overrides RETENTION_METRONOME_CONCURRENCY.")
+    sandbox_customers: int | None = Field(default=None, description="Overrides RETENTION_SANDBOX_CUSTOMERS.")
+    sandbox_seed: int | None = Field(default=None, description="Overrides RETENTION_SANDBOX_SEED.")
+    sandbox_now: str | None = Field(default=None, description="Overrides RETENTION_SANDBOX_NOW (ISO-8601 UTC).")
+
+    _connection: MetronomeConnection | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._connection = self.open()
+        if context.log:
+            context.log.info(f"Metronome source: {self._connection.mode} at {self._connection.base_url}")
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._connection is not None:
+            self._connection.client.close()
+            self._connection = None
+
+    def connection(self) -> MetronomeConnection:
+        if self._connection is None:
+            self._connection = self.open()
+        return self._connection
+
+    def open(self) -> MetronomeConnection:
+        """Resolve the configuration (naming the env var on any error) and build the client."""
+        max_retries = positive_int("RETENTION_METRONOME_MAX_RETRIES", self.max_retries, minimum=0, maximum=20)
+        timeout = env_parsed("RETENTION_METRONOME_TIMEOUT_S", float, self.timeout_seconds, "seconds")
+        if not 0 < timeout <= 600:
+            raise ConfigError(f"RETENTION_METRONOME_TIMEOUT_S={timeout} is out of range (0, 600].")
+        concurrency = positive_int("RETENTION_METRONOME_CONCURRENCY", self.concurrency, maximum=64)
+        token = env("METRONOME_BEARER_TOKEN", self.bearer_token)
+        if token is None:
+            return self._open_sandbox(max_retries, timeout, concurrency)
+        base_url = env("METRONOME_API_URL", self.api_url).rstrip("/")
+        parsed = urlparse(base_url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ConfigError(f"METRONOME_API_URL={base_url!r} is not an http(s) URL.")
+        client = metronome.Metronome(
+            bearer_token=token, base_url=base_url, max_retries=max_retries, timeout=timeout
+        )
+        _probe(client, base_url)
+        return MetronomeConnection(client, "api", base_url, concurrency)
+
+    def _open_sandbox(self, max_retries: int, timeout: float, concurrency: int) -> MetronomeConnection:
+        now_raw = env("RETENTION_SANDBOX_NOW", self.sandbox_now)
+        now = env_parsed("RETENTION_SANDBOX_NOW", parse_utc, now_raw, "ISO-8601") if now_raw else None
+        spec = TenantSpec(
+            seed=positive_int("RETENTION_SANDBOX_SEED", self.sandbox_seed, minimum=0, maximum=2**31),
+            customers=positive_int("RETENTION_SANDBOX_CUSTOMERS", self.sandbox_customers, maximum=200_000),
+            now=now or datetime.now(UTC),
+        )
+        sandbox = MetronomeSandbox(build_tenant(spec))
+        client = metronome.Metronome(
+            bearer_token=SANDBOX_TOKEN,
+            base_url=SANDBOX_BASE_URL,
+            max_retries=max_retries,
+            timeout=timeout,
+            http_client=metronome.DefaultHttpxClient(transport=sandbox.transport()),
+        )
+        return MetronomeConnection(client, "sandbox", "embedded sandbox tenant", concurrency, sandbox)
+
+
+def _probe(client: metronome.Metronome, base_url: str) -> None:
+    """One cheap request with few retries: an unreachable URL or a rejected token fails now, by name."""
+    try:
+        client.with_options(max_retries=2, timeout=httpx.Timeout(15, connect=5)).v1.customers.list(limit=1)
+    except metronome.AuthenticationError:
+        raise ConfigError(f"METRONOME_BEARER_TOKEN was rejected by {base_url} (401).") from None
+    except metronome.PermissionDeniedError:
+        raise ConfigError(f"METRONOME_BEARER_TOKEN may not list customers at {base_url} (403).") from None
+    except metronome.APIConnectionError as exc:
+        raise ConfigError(f"METRONOME_API_URL={base_url!r} is not reachable: {exc.__cause__ or exc}") from None

@@ -1,0 +1,74 @@
+"""The DuckDB file every stage reads and writes, as a Dagster resource.
+
+Writers queue on the `duckdb` pool (limit 1) so they never fight for the file lock; the connection itself still
+retries a locked file (dagster-duckdb's backoff) for the odd writer outside Dagster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+from dagster_duckdb import DuckDBResource
+from pydantic import Field
+
+from retention_pipeline.config import ConfigError, env
+
+# Session setup run on every connection: timestamps are stored as naive UTC, and `utc_ts` turns any RFC 3339
+# string (Z or +hh:mm offset) into that form.
+_SESSION_SQL = """
+SET TimeZone = 'UTC';
+CREATE OR REPLACE TEMP MACRO utc_ts(x) AS (CAST(x AS TIMESTAMPTZ) AT TIME ZONE 'UTC');
+"""
+
+
+def resolve_duckdb_path(override: str | None = None) -> Path:
+    """The DuckDB file from RETENTION_DUCKDB_PATH (or the override), with its folder created; fails naming the var."""
+    raw = env("RETENTION_DUCKDB_PATH", override)
+    path = Path(raw).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"RETENTION_DUCKDB_PATH={raw!r} is a directory; it must name a DuckDB file.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"RETENTION_DUCKDB_PATH={raw!r}: cannot create its folder ({exc.strerror}).") from None
+    return path
+
+
+class DuckDBWarehouse(dg.ConfigurableResource):
+    """The retention DuckDB file; its path comes from RETENTION_DUCKDB_PATH at run time (default data/retention.duckdb)."""
+
+    path: str | None = Field(default=None, description="Overrides RETENTION_DUCKDB_PATH.")
+
+    def resolved_path(self) -> Path:
+        return resolve_duckdb_path(self.path)
+
+    @contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-write connection with the session macros; keep the `with` block short (it holds the file lock)."""
+        path = self.resolved_path()
+        try:
+            with DuckDBResource(database=str(path)).get_connection() as con:
+                con.execute(_SESSION_SQL)
+                yield con
+        except duckdb.IOException as exc:
+            if "lock" in str(exc).lower():
+                raise
+            raise ConfigError(f"RETENTION_DUCKDB_PATH={str(path)!r} cannot be opened as DuckDB: {exc}") from exc
+
+
+def table_counts(con: duckdb.DuckDBPyConnection, schemas: tuple[str, ...]) -> list[tuple[str, int]]:
+    """(schema.table, rows) for every base table in the given schemas, for summaries and metadata."""
+    placeholders = ", ".join("?" for _ in schemas)
+    tables = con.execute(
+        f"SELECT schema_name, table_name FROM duckdb_tables() WHERE schema_name IN ({placeholders}) "
+        "ORDER BY schema_name, table_name",
+        list(schemas),
+    ).fetchall()
+    return [
+        (f"{schema}.{table}", con.execute(f'SELECT count(*) FROM "{schema}"."{table}"').fetchone()[0])
+        for schema, table in tables
+    ]

@@ -1,0 +1,63 @@
+"""Contacts: every input row is either loaded (with its identifier issues) or rejected with a reason."""
+
+from __future__ import annotations
+
+import duckdb
+import pytest
+
+from retention_pipeline.source.contacts import load_contacts, read_contacts_csv, validate_contacts
+from retention_pipeline.source.tables import create_raw_tables
+
+CSV = """customer_id,person_id,email,phone,marketing_consent,extra
+c1,p1, Ada.Lovelace@Example.COM ,+1 415 555 2671,true,x
+c1,p2,not-an-email,12,yes,x
+c1,p3,,(415) 555-2671,,x
+c2,p4,grace@example.com,,maybe,x
+c2,p4,grace2@example.com,,true,x
+c9,p5,who@example.com,,true,x
+c2,,anon@example.com,,true,x
+c2,p6,broken@example.com
+"""
+
+
+@pytest.fixture
+def csv_path(tmp_path):
+    path = tmp_path / "contacts.csv"
+    path.write_bytes(CSV.encode() + "c2,p7,caf\xe9@example.com,,false,x\n".encode("latin-1"))
+    return path
+
+
+def test_every_row_is_accounted_for(csv_path):
+    frame, malformed = read_contacts_csv(csv_path)
+    assert malformed == [(9, "malformed_row (3 fields, header has 6)")]
+    accepted, rejected = validate_contacts(frame, {"c1", "c2"}, "US")
+    assert len(accepted) + len(rejected) + len(malformed) == 9
+    assert dict(zip(rejected["person_id"], rejected["reason"], strict=True)) == {
+        "p4": "duplicate_person", "p5": "unknown_customer", "": "missing_person_id",
+    }  # fmt: skip
+    people = accepted.set_index("person_id")
+    assert people.loc["p1", "email_normalized"] == "ada.lovelace@example.com"
+    assert people.loc["p1", "phone_e164"] == "+14155552671"
+    assert people.loc["p3", "phone_e164"] == "+14155552671"  # national format, default region US
+    assert people.loc["p2", "issues"] == ["invalid_email", "invalid_phone"]
+    assert people.loc["p4", "issues"] == ["invalid_consent"]
+    assert not people.loc["p4", "marketing_consent"]  # unreadable consent is no consent
+    assert not people.loc["p3", "marketing_consent"]  # empty consent is no consent
+    assert people.loc["p7", "issues"] == ["invalid_email"]  # undecodable byte replaced, then invalid
+
+
+def test_load_writes_both_tables_and_counts(csv_path):
+    con = duckdb.connect()
+    con.execute("SET TimeZone='UTC'")
+    con.execute("CREATE TEMP MACRO utc_ts(x) AS (CAST(x AS TIMESTAMPTZ) AT TIME ZONE 'UTC')")
+    create_raw_tables(con)
+    con.execute("INSERT INTO raw.metronome_customers (id, is_archived, raw, extracted_at) "
+                "VALUES ('c1', false, '{}', now()), ('c2', false, '{}', now())")  # fmt: skip
+    frame, malformed = read_contacts_csv(csv_path)
+    result = load_contacts(con, frame, malformed, "US")
+    assert result.rows_in == 9 and result.accepted == 5
+    assert result.rejected == {"duplicate_person": 1, "unknown_customer": 1, "missing_person_id": 1,
+                               "malformed_row": 1}  # fmt: skip
+    assert result.issues == {"invalid_email": 2, "invalid_phone": 1, "invalid_consent": 1}
+    assert con.execute("SELECT count(*) FROM raw.contacts").fetchone()[0] == 5
+    assert con.execute("SELECT count(*) FROM raw.contacts_rejected").fetchone()[0] == 4

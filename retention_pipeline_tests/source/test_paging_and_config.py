@@ -1,0 +1,95 @@
+"""Paging that cannot loop, and misconfiguration that fails fast by naming the variable."""
+
+from __future__ import annotations
+
+import metronome
+import pytest
+
+from retention_pipeline.__main__ import main
+from retention_pipeline.config import ConfigError
+from retention_pipeline.source import extract
+from retention_pipeline.source.contacts import ContactsResource
+from retention_pipeline.source.metronome import MetronomeResource
+from retention_pipeline.warehouse import resolve_duckdb_path
+
+
+def client_for(server) -> metronome.Metronome:
+    return metronome.Metronome(bearer_token="t", base_url=server.url, max_retries=0)
+
+
+def test_an_empty_page_with_a_cursor_ends_paging(sandbox, loopback, tenant):
+    sandbox.faults.add(r"^/v1/customers$", 200, body={"data": [], "next_page": "still-more"}, times=1)
+    records = extract.fetch_customers(client_for(loopback))
+    archived = [c for c in tenant.customers if c.get("archived_at")]
+    assert len(records) == len(archived)  # the active pass stopped at the empty page; the archived pass ran
+    assert sum(1 for r in sandbox.requests if r.path == "/v1/customers") == 2
+
+
+def test_a_repeated_cursor_is_an_error_not_an_endless_loop(sandbox, loopback, tenant):
+    first = {"data": [tenant.customers[0]], "next_page": "same"}
+    sandbox.faults.add(r"^/v1/customers$", 200, body=first, times=3)
+    with pytest.raises(extract.ExtractionError, match="repeated"):
+        extract.fetch_customers(client_for(loopback))
+
+
+def test_errors_name_the_endpoint_and_customer(sandbox, loopback):
+    sandbox.faults.add(r"/invoices$", 400, body={"message": "bad things"})
+    with pytest.raises(extract.ExtractionError, match=r"invoices failed for customer .*HTTP 400: bad things"):
+        extract.fetch_per_customer(client_for(loopback), "invoices", ["c1"], concurrency=1, log=print)
+
+
+def test_a_customer_deleted_between_list_and_detail_is_skipped_and_reported(loopback, tenant):
+    ids = [tenant.customers[0]["id"], "00000000-0000-0000-0000-000000000000"]
+    records, stats = extract.fetch_per_customer(client_for(loopback), "contracts", ids, concurrency=2, log=print)
+    assert stats.missing_customers == ["00000000-0000-0000-0000-000000000000"]
+    assert len(records) == len(tenant.contracts[ids[0]])
+
+
+def test_token_with_unreachable_url_fails_fast_naming_the_variable(monkeypatch):
+    monkeypatch.setenv("METRONOME_BEARER_TOKEN", "secret-token-value")
+    monkeypatch.setenv("METRONOME_API_URL", "http://127.0.0.1:9")
+    with pytest.raises(ConfigError, match="METRONOME_API_URL") as info:
+        MetronomeResource().open()
+    assert "secret-token-value" not in str(info.value)
+
+
+def test_rejected_token_names_the_token_variable(loopback, monkeypatch, sandbox):
+    sandbox.faults.add(r"^/v1/customers$", 401, body={"message": "Unauthorized"})
+    with pytest.raises(ConfigError, match="METRONOME_BEARER_TOKEN"):
+        MetronomeResource().open()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("METRONOME_API_URL", "ftp://example"),
+        ("RETENTION_METRONOME_CONCURRENCY", "lots"),
+        ("RETENTION_METRONOME_MAX_RETRIES", "-1"),
+        ("RETENTION_SANDBOX_NOW", "yesterday"),
+        ("RETENTION_SANDBOX_CUSTOMERS", "0"),
+    ],
+)
+def test_bad_values_name_their_variable(monkeypatch, name, value):
+    if name == "METRONOME_API_URL":
+        monkeypatch.setenv("METRONOME_BEARER_TOKEN", "t")
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=name):
+        MetronomeResource().open()
+
+
+def test_bad_paths_name_their_variable(monkeypatch, tmp_path):
+    monkeypatch.setenv("RETENTION_DUCKDB_PATH", str(tmp_path))
+    with pytest.raises(ConfigError, match="RETENTION_DUCKDB_PATH"):
+        resolve_duckdb_path()
+    monkeypatch.setenv("RETENTION_CONTACTS_PATH", str(tmp_path / "missing.csv"))
+    with pytest.raises(ConfigError, match="RETENTION_CONTACTS_PATH"):
+        ContactsResource().csv_path()
+    monkeypatch.setenv("RETENTION_DEFAULT_PHONE_REGION", "XX")
+    with pytest.raises(ConfigError, match="RETENTION_DEFAULT_PHONE_REGION"):
+        ContactsResource().phone_region()
+
+
+def test_cli_reports_misconfiguration_with_exit_code_2(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("RETENTION_CONTACTS_PATH", str(tmp_path / "nope.csv"))
+    assert main(["run"]) == 2
+    assert "RETENTION_CONTACTS_PATH" in capsys.readouterr().err

@@ -1,0 +1,27 @@
+import dagster as dg
+
+from retention_pipeline.definitions import defs
+
+EXPECTED_SOURCE_ASSETS = {
+    "raw/metronome_customers", "raw/metronome_billable_metrics", "raw/metronome_contracts", "raw/metronome_invoices",
+    "raw/metronome_balances", "raw/metronome_usage_daily", "raw/metronome_usage_hourly", "raw/contacts",
+}  # fmt: skip
+
+
+def test_definitions_load_with_every_source_asset_and_job():
+    repo = defs.get_repository_def()
+    keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
+    assert keys >= EXPECTED_SOURCE_ASSETS
+    assert {"daily_retention", "hourly_retention"} <= {j.name for j in repo.get_all_jobs()}
+
+
+def test_every_duckdb_writer_is_in_the_duckdb_pool():
+    for spec in defs.get_repository_def().asset_graph.asset_nodes:
+        assert spec.pools == {"duckdb"}, spec.key
+
+
+def test_usage_assets_backfill_a_range_in_one_run():
+    graph = defs.get_repository_def().asset_graph
+    for name in ("metronome_usage_daily", "metronome_usage_hourly"):
+        node = graph.get(dg.AssetKey(["raw", name]))
+        assert node.backfill_policy == dg.BackfillPolicy.single_run()
