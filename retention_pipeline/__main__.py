@@ -65,7 +65,9 @@ def run(day: str | None, hour: str | None, skip_hourly: bool) -> int:
             for event in result.all_events:
                 if event.is_step_failure:
                     error = event.step_failure_data.error
-                    print(f"✗ {event.step_key}: {error.message.strip() if error else 'failed'}", file=sys.stderr)
+                    print(
+                        f"✗ {event.step_key}: {error.message.strip() if error else 'failed'}", file=sys.stderr
+                    )
             print(f"{job_name} failed (run {result.run_id}).", file=sys.stderr)
             return 1
         print(f"✓ {job_name} {partition} in {time.monotonic() - started:.1f}s (run {result.run_id})")
@@ -84,7 +86,7 @@ def print_summary() -> None:
     print(
         "\nNext:\n"
         "  make dev                                   # Dagster UI on http://127.0.0.1:3000 (runs above included)\n"
-        "  .venv/bin/python -m retention_pipeline sql \"SELECT * FROM raw.metronome_customers LIMIT 5\"\n"
+        '  .venv/bin/python -m retention_pipeline sql "SELECT * FROM raw.metronome_customers LIMIT 5"\n'
         f"  python -c \"import duckdb; print(duckdb.connect('{path}', read_only=True).sql('FROM raw.contacts'))\""
     )
 
@@ -100,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run_parser = sub.add_parser("run", help="materialize the latest complete day and hour, then summarize")
     run_parser.add_argument("--day", help="daily partition (YYYY-MM-DD); default: latest complete day")
-    run_parser.add_argument("--hour", help="hourly partition (YYYY-MM-DD-HH:00); default: latest complete hour")
+    run_parser.add_argument(
+        "--hour", help="hourly partition (YYYY-MM-DD-HH:00); default: latest complete hour"
+    )
     run_parser.add_argument("--skip-hourly", action="store_true", help="run only the daily job")
     sql_parser = sub.add_parser("sql", help="run a read-only query against the DuckDB file")
     sql_parser.add_argument("query")

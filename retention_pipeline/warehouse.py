@@ -34,7 +34,9 @@ def resolve_duckdb_path(override: str | None = None) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"RETENTION_DUCKDB_PATH={raw!r}: cannot create its folder ({exc.strerror}).") from None
+        raise ConfigError(
+            f"RETENTION_DUCKDB_PATH={raw!r}: cannot create its folder ({exc.strerror})."
+        ) from None
     return path
 
 
@@ -57,7 +59,9 @@ class DuckDBWarehouse(dg.ConfigurableResource):
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
                 raise
-            raise ConfigError(f"RETENTION_DUCKDB_PATH={str(path)!r} cannot be opened as DuckDB: {exc}") from exc
+            raise ConfigError(
+                f"RETENTION_DUCKDB_PATH={str(path)!r} cannot be opened as DuckDB: {exc}"
+            ) from exc
 
 
 def table_counts(con: duckdb.DuckDBPyConnection, schemas: tuple[str, ...]) -> list[tuple[str, int]]:

@@ -25,5 +25,7 @@ def test_run_on_the_embedded_sandbox_fills_every_raw_table(monkeypatch, tmp_path
         for table in ["metronome_customers", "metronome_billable_metrics", "metronome_contracts",
                       "metronome_invoices", "metronome_balances", "contacts"]:  # fmt: skip
             assert con.execute(f"SELECT count(*) FROM raw.{table}").fetchone()[0] > 0, table
-        windows = dict(con.execute("SELECT window_size, count(*) FROM raw.metronome_usage GROUP BY 1").fetchall())
+        windows = dict(
+            con.execute("SELECT window_size, count(*) FROM raw.metronome_usage GROUP BY 1").fetchall()
+        )
         assert windows["DAY"] > 0 and windows["HOUR"] > 0

@@ -1,25 +1,35 @@
-"""Partitioned jobs per cadence. Each selects whole stage groups, so later stages join the jobs by group."""
+"""Partitioned jobs per cadence: every asset of the project except those tagged with another cadence.
+
+Cadence-partitioned assets carry the tag `cadence` (hourly/daily/weekly); unpartitioned snapshot assets carry none
+and run with every cadence (hourly segments need fresh balances and invoices)."""
 
 import dagster as dg
 
 from retention_pipeline.partitions import DAILY, HOURLY
 
-HOURLY_USAGE = dg.AssetKey(["raw", "metronome_usage_hourly"])
-DAILY_USAGE = dg.AssetKey(["raw", "metronome_usage_daily"])
+CADENCES = ("hourly", "daily", "weekly")
 
-# Snapshot extraction (customers, contracts, invoices, balances, contacts) runs with both cadences: hourly segments
-# (credits nearly gone, failed payment) need fresh balances and invoices.
+
+def cadence_selection(cadence: str) -> dg.AssetSelection:
+    others = [c for c in CADENCES if c != cadence]
+    return (
+        dg.AssetSelection.all()
+        - dg.AssetSelection.tag("cadence", others[0])
+        - dg.AssetSelection.tag("cadence", others[1])
+    )
+
+
 daily_retention = dg.define_asset_job(
     "daily_retention",
-    selection=dg.AssetSelection.groups("source") - dg.AssetSelection.assets(HOURLY_USAGE),
+    selection=cadence_selection("daily"),
     partitions_def=DAILY,
-    description="Daily cadence: extraction for the day (plus late-data lookback).",
+    description="Daily cadence: snapshot extraction and day-window usage for the day (plus late-data lookback).",
 )
 hourly_retention = dg.define_asset_job(
     "hourly_retention",
-    selection=dg.AssetSelection.groups("source") - dg.AssetSelection.assets(DAILY_USAGE),
+    selection=cadence_selection("hourly"),
     partitions_def=HOURLY,
-    description="Hourly cadence: extraction for the hour (its day so far plus late-data lookback).",
+    description="Hourly cadence: snapshot extraction and hour-window usage (its day so far plus lookback).",
 )
 
 defs = dg.Definitions(jobs=[daily_retention, hourly_retention])

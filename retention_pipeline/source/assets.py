@@ -1,7 +1,5 @@
 """Extraction assets: Metronome objects and contacts into the DuckDB `raw` schema."""
 
-from __future__ import annotations
-
 import time
 from datetime import UTC, datetime
 
@@ -32,7 +30,9 @@ from retention_pipeline.warehouse import DuckDBWarehouse
 GROUP = "source"
 KINDS = {"metronome", "duckdb"}
 # External I/O retried by Dagster on top of the SDK's per-request retries (a whole-step hiccup, e.g. a reset).
-EXTERNAL_RETRY = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+EXTERNAL_RETRY = dg.RetryPolicy(
+    max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
 USAGE_CHUNK_DAYS = {"DAY": 31, "HOUR": 7}
 
 
@@ -45,7 +45,9 @@ def _table_metadata(table: str) -> dict:
 
 
 def _unique_check(table: str, columns: str, name: str = "unique_key") -> dg.AssetCheckSpec:
-    return dg.AssetCheckSpec(name, asset=_key(table), blocking=True, description=f"({columns}) is unique, non-null")
+    return dg.AssetCheckSpec(
+        name, asset=_key(table), blocking=True, description=f"({columns}) is unique, non-null"
+    )
 
 
 def _run_unique_check(con, table: str, columns: str, asset_key: dg.AssetKey) -> dg.AssetCheckResult:
@@ -53,7 +55,8 @@ def _run_unique_check(con, table: str, columns: str, asset_key: dg.AssetKey) -> 
         f"SELECT count(*) FROM (SELECT {columns} FROM {table} GROUP BY ALL HAVING count(*) > 1)"
     ).fetchone()[0]
     nulls = con.execute(
-        f"SELECT count(*) FROM {table} WHERE " + " OR ".join(f"{c.strip()} IS NULL" for c in columns.split(","))
+        f"SELECT count(*) FROM {table} WHERE "
+        + " OR ".join(f"{c.strip()} IS NULL" for c in columns.split(","))
     ).fetchone()[0]
     return dg.AssetCheckResult(
         check_name="unique_key",
@@ -92,7 +95,9 @@ def _snapshot_asset(table: RawTable, description: str, deps: list | None = None)
     )
 
 
-@_snapshot_asset(CUSTOMERS, "Metronome customers (accounts), active and archived, with ingest aliases and custom fields.")
+@_snapshot_asset(
+    CUSTOMERS, "Metronome customers (accounts), active and archived, with ingest aliases and custom fields."
+)
 def metronome_customers(
     context: dg.AssetExecutionContext, metronome: MetronomeResource, duckdb: DuckDBWarehouse
 ) -> dg.MaterializeResult:
@@ -102,7 +107,9 @@ def metronome_customers(
         create_raw_tables(con)
         rows = extract.replace_snapshot(con, CUSTOMERS, records, datetime.now(UTC))
         archived = con.execute(f"SELECT count(*) FROM {CUSTOMERS.name} WHERE is_archived").fetchone()[0]
-        return _snapshot_result(con, CUSTOMERS, rows, started, {"archived": archived, "active": rows - archived})
+        return _snapshot_result(
+            con, CUSTOMERS, rows, started, {"archived": archived, "active": rows - archived}
+        )
 
 
 @_snapshot_asset(BILLABLE_METRICS, "Billable metrics (including archived): what usage is measured in.")
@@ -129,7 +136,9 @@ def _per_customer(
     with duckdb.connect() as con:
         create_raw_tables(con)
         customer_ids = [r[0] for r in con.execute(f"SELECT id FROM {CUSTOMERS.name} ORDER BY id").fetchall()]
-    context.log.info(f"{kind}: fetching for {len(customer_ids)} customers, {connection.concurrency} at a time")
+    context.log.info(
+        f"{kind}: fetching for {len(customer_ids)} customers, {connection.concurrency} at a time"
+    )
     records, stats = extract.fetch_per_customer(
         connection.client, kind, customer_ids, connection.concurrency, context.log.info
     )
@@ -193,7 +202,8 @@ def _usage(
     with duckdb.connect() as con:
         create_raw_tables(con)
         has_rows = con.execute(
-            f"SELECT count(*) > 0 FROM (SELECT 1 FROM {USAGE_TABLE} WHERE window_size = ? LIMIT 1)", [window_size]
+            f"SELECT count(*) > 0 FROM (SELECT 1 FROM {USAGE_TABLE} WHERE window_size = ? LIMIT 1)",
+            [window_size],
         ).fetchone()[0]
     time_window = context.partition_time_window
     window = extract.UsageWindow.for_partition(
@@ -209,7 +219,10 @@ def _usage(
     )
     with duckdb.connect() as con:
         check = _run_unique_check(
-            con, USAGE_TABLE, "customer_id, billable_metric_id, window_size, start_timestamp", context.asset_key
+            con,
+            USAGE_TABLE,
+            "customer_id, billable_metric_id, window_size, start_timestamp",
+            context.asset_key,
         )
     return dg.MaterializeResult(
         metadata={
@@ -230,6 +243,7 @@ def _usage_asset(name: str, window_size: str, partitions_def, description: str):
     key = dg.AssetKey(["raw", name])
     return dg.asset(
         key=key,
+        tags={"cadence": "daily" if window_size == "DAY" else "hourly"},
         group_name=GROUP,
         kinds=KINDS,
         pool="duckdb",
@@ -257,7 +271,10 @@ def _usage_asset(name: str, window_size: str, partitions_def, description: str):
     "re-extracts its day plus the late-data lookback.",
 )
 def metronome_usage_daily(
-    context: dg.AssetExecutionContext, config: UsageConfig, metronome: MetronomeResource, duckdb: DuckDBWarehouse
+    context: dg.AssetExecutionContext,
+    config: UsageConfig,
+    metronome: MetronomeResource,
+    duckdb: DuckDBWarehouse,
 ) -> dg.MaterializeResult:
     return _usage(context, config, metronome, duckdb, "DAY", "RETENTION_HISTORY_DAYS")
 
@@ -270,7 +287,10 @@ def metronome_usage_daily(
     "re-extracts its day so far plus the late-data lookback.",
 )
 def metronome_usage_hourly(
-    context: dg.AssetExecutionContext, config: UsageConfig, metronome: MetronomeResource, duckdb: DuckDBWarehouse
+    context: dg.AssetExecutionContext,
+    config: UsageConfig,
+    metronome: MetronomeResource,
+    duckdb: DuckDBWarehouse,
 ) -> dg.MaterializeResult:
     return _usage(context, config, metronome, duckdb, "HOUR", "RETENTION_HOURLY_HISTORY_DAYS")
 
@@ -312,7 +332,9 @@ def contacts(
         result = load_contacts(con, frame, malformed, region)
     rejected = sum(result.rejected.values())
     if rejected or result.issues:
-        context.log.warning(f"contacts: {rejected} rejected {result.rejected}; identifier issues {result.issues}")
+        context.log.warning(
+            f"contacts: {rejected} rejected {result.rejected}; identifier issues {result.issues}"
+        )
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": result.accepted,

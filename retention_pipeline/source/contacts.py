@@ -34,7 +34,9 @@ class ContactsResource(dg.ConfigurableResource):
     """Where people come from: the CSV at RETENTION_CONTACTS_PATH, else the sandbox tenant's generated people."""
 
     path: str | None = Field(default=None, description="Overrides RETENTION_CONTACTS_PATH.")
-    default_phone_region: str | None = Field(default=None, description="Overrides RETENTION_DEFAULT_PHONE_REGION.")
+    default_phone_region: str | None = Field(
+        default=None, description="Overrides RETENTION_DEFAULT_PHONE_REGION."
+    )
 
     def csv_path(self) -> Path | None:
         raw = env("RETENTION_CONTACTS_PATH", self.path)
@@ -48,7 +50,9 @@ class ContactsResource(dg.ConfigurableResource):
     def phone_region(self) -> str:
         region = env("RETENTION_DEFAULT_PHONE_REGION", self.default_phone_region).upper()
         if region not in phonenumbers.SUPPORTED_REGIONS:
-            raise ConfigError(f"RETENTION_DEFAULT_PHONE_REGION={region!r} is not a known region code (e.g. US, DE).")
+            raise ConfigError(
+                f"RETENTION_DEFAULT_PHONE_REGION={region!r} is not a known region code (e.g. US, DE)."
+            )
         return region
 
 
@@ -69,7 +73,9 @@ def read_contacts_csv(path: Path) -> tuple[pd.DataFrame, list[tuple[int, str]]]:
     try:
         header = [h.strip().lower() for h in next(reader)]
     except StopIteration:
-        raise ConfigError(f"RETENTION_CONTACTS_PATH={str(path)!r} is empty (expected a header row).") from None
+        raise ConfigError(
+            f"RETENTION_CONTACTS_PATH={str(path)!r} is empty (expected a header row)."
+        ) from None
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
         raise ConfigError(
@@ -116,7 +122,9 @@ def validate_contacts(
     reason[(reason == "") & ~df["customer_id"].isin(known_customers)] = "unknown_customer"
     duplicate = df.duplicated(["customer_id", "person_id"], keep="first")
     reason[(reason == "") & duplicate] = "duplicate_person"
-    rejected = df.loc[reason != "", ["source_row", "customer_id", "person_id"]].assign(reason=reason[reason != ""])
+    rejected = df.loc[reason != "", ["source_row", "customer_id", "person_id"]].assign(
+        reason=reason[reason != ""]
+    )
     ok = df.loc[reason == ""].copy()
 
     email_valid = ok["email"].str.match(EMAIL_PATTERN)
@@ -139,9 +147,7 @@ def validate_contacts(
     return ok, rejected
 
 
-def write_contacts(
-    con: duckdb.DuckDBPyConnection, accepted: pd.DataFrame, rejected: pd.DataFrame
-) -> None:
+def write_contacts(con: duckdb.DuckDBPyConnection, accepted: pd.DataFrame, rejected: pd.DataFrame) -> None:
     loaded_at = datetime.now(UTC).replace(tzinfo=None)
     con.register("contacts_in", accepted)
     con.register("contacts_rejected_in", rejected)
@@ -182,7 +188,9 @@ def load_contacts(
         )
         rejected = pd.concat([rejected, extra], ignore_index=True)
     write_contacts(con, accepted, rejected)
-    issue_counts = pd.Series([i for issues in accepted["issues"] for i in issues], dtype="string").value_counts()
+    issue_counts = pd.Series(
+        [i for issues in accepted["issues"] for i in issues], dtype="string"
+    ).value_counts()
     return ContactsLoad(
         rows_in=len(frame) + len(malformed),
         accepted=len(accepted),

@@ -144,7 +144,9 @@ def fetch_per_customer(
 
     def one(customer_id: str) -> list[tuple[str, str]]:
         try:
-            return [(customer_id, o.to_json(indent=None)) for o in iter_items(call(client, customer_id), endpoint)]
+            return [
+                (customer_id, o.to_json(indent=None)) for o in iter_items(call(client, customer_id), endpoint)
+            ]
         except metronome.NotFoundError:
             stats.missing_customers.append(customer_id)
             return []
@@ -158,7 +160,9 @@ def fetch_per_customer(
                 records += future.result()
                 now = time.monotonic()
                 if now - last_log >= progress_every_s or done == len(futures):
-                    log(f"{kind}: {done}/{len(futures)} customers, {len(records)} objects, {now - started:.1f}s")
+                    log(
+                        f"{kind}: {done}/{len(futures)} customers, {len(records)} objects, {now - started:.1f}s"
+                    )
                     last_log = now
         except BaseException:
             for f in futures:
@@ -170,7 +174,10 @@ def fetch_per_customer(
 
 
 def replace_snapshot(
-    con: duckdb.DuckDBPyConnection, table: RawTable, records: list[tuple[str | None, str]], extracted_at: datetime
+    con: duckdb.DuckDBPyConnection,
+    table: RawTable,
+    records: list[tuple[str | None, str]],
+    extracted_at: datetime,
 ) -> int:
     """Replace a snapshot table in one transaction (readers see the old or the new snapshot, never half).
 
@@ -212,7 +219,9 @@ _USAGE_ROW = pa.struct(
     ]
 )
 _USAGE_PAGE = pa.schema([("data", pa.list_(_USAGE_ROW)), ("next_page", pa.string())])
-_PARSE = pa_json.ParseOptions(explicit_schema=_USAGE_PAGE, unexpected_field_behavior="ignore", newlines_in_values=True)
+_PARSE = pa_json.ParseOptions(
+    explicit_schema=_USAGE_PAGE, unexpected_field_behavior="ignore", newlines_in_values=True
+)
 
 
 def parse_usage_page(body: bytes) -> tuple[pa.Table, str | None]:
@@ -279,7 +288,12 @@ def _iso(ts: datetime) -> str:
 
 
 def fetch_usage_pages(
-    client: metronome.Metronome, window: UsageWindow, spill_dir: Path, chunk_days: int, log: Log, stats: UsageStats
+    client: metronome.Metronome,
+    window: UsageWindow,
+    spill_dir: Path,
+    chunk_days: int,
+    log: Log,
+    stats: UsageStats,
 ) -> list[Path]:
     """Page POST /v1/usage over the window in day-aligned chunks, spilling each page to Parquet."""
     files: list[Path] = []
@@ -301,7 +315,9 @@ def fetch_usage_pages(
             try:
                 table, cursor_next = parse_usage_page(response.http_response.content)
             except (pa.ArrowInvalid, ValueError) as exc:
-                raise ExtractionError(f"POST /v1/usage returned a body that is not a usage page: {exc}") from exc
+                raise ExtractionError(
+                    f"POST /v1/usage returned a body that is not a usage page: {exc}"
+                ) from exc
             stats.requests += 1
             if table.num_rows:
                 path = spill_dir / f"page-{len(files):06d}.parquet"
@@ -312,7 +328,9 @@ def fetch_usage_pages(
             if not cursor_next or table.num_rows == 0:
                 break
             if cursor_next in seen:
-                raise ExtractionError(f"POST /v1/usage: cursor {cursor_next[:24]}… repeated; refusing to loop")
+                raise ExtractionError(
+                    f"POST /v1/usage: cursor {cursor_next[:24]}… repeated; refusing to loop"
+                )
             seen.add(cursor_next)
             cursor = cursor_next
         stats.rows_fetched += chunk_rows
@@ -344,7 +362,13 @@ def replace_usage_window(
                 WHERE utc_ts(start_timestamp) >= ? AND utc_ts(end_timestamp) <= ?
                 QUALIFY row_number() OVER (PARTITION BY customer_id, billable_metric_id, s) = 1
                 """,
-                [window.window_size, extracted_at.replace(tzinfo=None), [str(f) for f in files], start, keep_end],
+                [
+                    window.window_size,
+                    extracted_at.replace(tzinfo=None),
+                    [str(f) for f in files],
+                    start,
+                    keep_end,
+                ],
             ).fetchone()[0]
         con.execute("COMMIT")
     except BaseException:

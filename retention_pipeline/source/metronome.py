@@ -45,11 +45,15 @@ class MetronomeResource(dg.ConfigurableResource):
     bearer_token: str | None = Field(default=None, description="Overrides METRONOME_BEARER_TOKEN.")
     api_url: str | None = Field(default=None, description="Overrides METRONOME_API_URL.")
     max_retries: int | None = Field(default=None, description="Overrides RETENTION_METRONOME_MAX_RETRIES.")
-    timeout_seconds: float | None = Field(default=None, description="Overrides RETENTION_METRONOME_TIMEOUT_S.")
+    timeout_seconds: float | None = Field(
+        default=None, description="Overrides RETENTION_METRONOME_TIMEOUT_S."
+    )
     concurrency: int | None = Field(default=None, description="Overrides RETENTION_METRONOME_CONCURRENCY.")
     sandbox_customers: int | None = Field(default=None, description="Overrides RETENTION_SANDBOX_CUSTOMERS.")
     sandbox_seed: int | None = Field(default=None, description="Overrides RETENTION_SANDBOX_SEED.")
-    sandbox_now: str | None = Field(default=None, description="Overrides RETENTION_SANDBOX_NOW (ISO-8601 UTC).")
+    sandbox_now: str | None = Field(
+        default=None, description="Overrides RETENTION_SANDBOX_NOW (ISO-8601 UTC)."
+    )
 
     _connection: MetronomeConnection | None = PrivateAttr(default=None)
 
@@ -116,4 +120,6 @@ def _probe(client: metronome.Metronome, base_url: str) -> None:
     except metronome.PermissionDeniedError:
         raise ConfigError(f"METRONOME_BEARER_TOKEN may not list customers at {base_url} (403).") from None
     except metronome.APIConnectionError as exc:
-        raise ConfigError(f"METRONOME_API_URL={base_url!r} is not reachable: {exc.__cause__ or exc}") from None
+        raise ConfigError(
+            f"METRONOME_API_URL={base_url!r} is not reachable: {exc.__cause__ or exc}"
+        ) from None

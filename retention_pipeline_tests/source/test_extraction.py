@@ -89,10 +89,15 @@ def test_daily_job_loads_exactly_what_the_tenant_holds_despite_429_and_500(
 def test_rerunning_a_partition_is_idempotent(loopback, tenant, instance, short_history):
     run_job("daily_retention", DAY, instance)
     before = usage_in_db("DAY")
-    counts = query("SELECT (SELECT count(*) FROM raw.metronome_invoices), (SELECT count(*) FROM raw.contacts)")
+    counts = query(
+        "SELECT (SELECT count(*) FROM raw.metronome_invoices), (SELECT count(*) FROM raw.contacts)"
+    )
     run_job("daily_retention", DAY, instance)
     assert usage_in_db("DAY") == before
-    assert query("SELECT (SELECT count(*) FROM raw.metronome_invoices), (SELECT count(*) FROM raw.contacts)") == counts
+    assert (
+        query("SELECT (SELECT count(*) FROM raw.metronome_invoices), (SELECT count(*) FROM raw.contacts)")
+        == counts
+    )
     duplicates = query(
         "SELECT count(*) FROM (SELECT 1 FROM raw.metronome_usage "
         "GROUP BY customer_id, billable_metric_id, window_size, start_timestamp HAVING count(*) > 1)"

@@ -40,7 +40,9 @@ def test_errors_name_the_endpoint_and_customer(sandbox, loopback):
 
 def test_a_customer_deleted_between_list_and_detail_is_skipped_and_reported(loopback, tenant):
     ids = [tenant.customers[0]["id"], "00000000-0000-0000-0000-000000000000"]
-    records, stats = extract.fetch_per_customer(client_for(loopback), "contracts", ids, concurrency=2, log=print)
+    records, stats = extract.fetch_per_customer(
+        client_for(loopback), "contracts", ids, concurrency=2, log=print
+    )
     assert stats.missing_customers == ["00000000-0000-0000-0000-000000000000"]
     assert len(records) == len(tenant.contracts[ids[0]])
 

@@ -1,0 +1,21 @@
+/*
+description: One row per customer × billable metric × usage window (HOUR or DAY), value 0 when Metronome sent null.
+materialized: view
+columns:
+  window_size: HOUR or DAY.
+  window_start: Inclusive window start (UTC).
+  window_end: Exclusive window end (UTC).
+  value: Aggregated metric value in the window.
+tests:
+  - not_null: [customer_id, billable_metric_id, window_start]
+  - accepted_values: {column: window_size, values: [HOUR, DAY]}
+*/
+SELECT
+    customer_id,
+    billable_metric_id,
+    billable_metric_name AS metric_name,
+    window_size,
+    start_timestamp AS window_start,
+    end_timestamp AS window_end,
+    coalesce(value, 0) AS value
+FROM raw.metronome_usage

@@ -1,0 +1,185 @@
+"""Turns the models of dbt_like_sql/ into Dagster assets: one per model (one per cadence when partitioned).
+
+Lineage comes from the SQL's own table references; raw tables map to the extraction assets that write them (their
+`dagster/table_name` metadata). Data tests run right after the model is built and are returned as asset checks;
+`unique`/`not_null` checks are blocking, so a broken key stops everything downstream in the run.
+"""
+
+import time
+from collections.abc import Iterable
+from datetime import datetime
+
+import dagster as dg
+import duckdb
+
+from retention_pipeline.config import env
+from retention_pipeline.models.project import THIS, Model
+from retention_pipeline.partitions import BY_CADENCE
+from retention_pipeline.warehouse import DuckDBWarehouse
+
+GROUP = "models"
+
+
+def model_key(model: Model, cadence: str | None = None) -> dg.AssetKey:
+    return dg.AssetKey([model.schema, f"{model.name}_{cadence}" if cadence else model.name])
+
+
+def table_producers(assets: Iterable[dg.AssetsDefinition]) -> dict[str, list[dg.AssetKey]]:
+    """schema.table → the asset keys that write it, from each asset's `dagster/table_name` metadata."""
+    producers: dict[str, list[dg.AssetKey]] = {}
+    for assets_def in assets:
+        for key, spec in ((s.key, s) for s in assets_def.specs):
+            table = (spec.metadata or {}).get("dagster/table_name")
+            if table:
+                producers.setdefault(str(table), []).append(key)
+    return producers
+
+
+def set_run_variables(con: duckdb.DuckDBPyConnection, cadence: str | None, as_of: datetime | None) -> None:
+    """The variables model SQL may read with getvariable(): as_of, cadence, activity_metric."""
+    con.execute("SET VARIABLE as_of = ?::TIMESTAMP", [as_of.replace(tzinfo=None) if as_of else None])
+    con.execute("SET VARIABLE cadence = ?::VARCHAR", [cadence])
+    con.execute("SET VARIABLE activity_metric = ?::VARCHAR", [env("RETENTION_ACTIVITY_METRIC")])
+
+
+def build_model(con: duckdb.DuckDBPyConnection, model: Model) -> int:
+    """Create or replace the model's table/view; a partitioned model replaces only its (cadence, as_of) rows."""
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {model.schema}")
+    if model.materialized == "view":
+        con.execute(f"CREATE OR REPLACE VIEW {model.table} AS {model.sql}")
+        return con.execute(f"SELECT count(*) FROM {model.table}").fetchone()[0]
+    if not model.partitioned:
+        con.execute(f"CREATE OR REPLACE TABLE {model.table} AS {model.sql}")
+        return con.execute(f"SELECT count(*) FROM {model.table}").fetchone()[0]
+    con.execute(f"CREATE TABLE IF NOT EXISTS {model.table} AS SELECT * FROM ({model.sql}) LIMIT 0")
+    try:
+        con.execute("BEGIN TRANSACTION")
+        con.execute(
+            f"DELETE FROM {model.table} WHERE cadence = getvariable('cadence') AND as_of = getvariable('as_of')"
+        )
+        rows = con.execute(f"INSERT INTO {model.table} BY NAME {model.sql}").fetchone()[0]
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return rows
+
+
+def scope_sql(model: Model) -> str:
+    """What `{{ this }}` means in a test: the table, or just the partition being built."""
+    if model.partitioned:
+        return (
+            f"(SELECT * FROM {model.table} WHERE cadence = getvariable('cadence') "
+            "AND as_of = getvariable('as_of'))"
+        )
+    return model.table
+
+
+def run_tests(con: duckdb.DuckDBPyConnection, model: Model, key: dg.AssetKey) -> list[dg.AssetCheckResult]:
+    results = []
+    for test in model.tests:
+        sql = THIS.sub(scope_sql(model), test.sql)
+        failing = con.execute(f"SELECT count(*) FROM ({sql})").fetchone()[0]
+        sample = con.execute(f"SELECT * FROM ({sql}) LIMIT 5").df() if failing else None
+        results.append(
+            dg.AssetCheckResult(
+                check_name=test.name,
+                asset_key=key,
+                passed=failing == 0,
+                severity=dg.AssetCheckSeverity.ERROR,
+                metadata={
+                    "failing_rows": failing,
+                    **({"sample": dg.MetadataValue.md(sample.to_markdown(index=False))} if failing else {}),
+                },
+            )
+        )
+    return results
+
+
+def _column_schema(con: duckdb.DuckDBPyConnection, model: Model) -> dg.TableSchema:
+    described = con.execute(f"DESCRIBE {model.table}").fetchall()
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(name, str(dtype), description=model.columns.get(name))
+            for name, dtype, *_ in described
+        ]
+    )
+
+
+def _static_metadata(model: Model) -> dict:
+    metadata = {
+        "dagster/table_name": model.table,
+        "sql": dg.MetadataValue.md(f"```sql\n{model.sql}\n```"),
+        "path": dg.MetadataValue.path(str(model.path)),
+        "materialized": model.materialized,
+    }
+    if model.columns:
+        metadata["dagster/column_schema"] = dg.TableSchema(
+            columns=[dg.TableColumn(name, "?", description=text) for name, text in model.columns.items()]
+        )
+    return metadata
+
+
+def _model_asset(model: Model, cadence: str | None, deps: list[dg.AssetKey]) -> dg.AssetsDefinition:
+    key = model_key(model, cadence)
+    description = model.description or f"SQL model {model.table}."
+    if cadence:
+        description += f" ({cadence} partitions: rows for as_of = the partition end.)"
+
+    @dg.asset(
+        key=key,
+        deps=deps,
+        group_name=GROUP,
+        kinds={"duckdb", "sql"},
+        pool="duckdb",
+        description=description,
+        metadata=_static_metadata(model),
+        partitions_def=BY_CADENCE[cadence] if cadence else None,
+        tags={"cadence": cadence} if cadence else None,
+        check_specs=[
+            dg.AssetCheckSpec(test.name, asset=key, blocking=test.blocking, description=f"{test.kind} test")
+            for test in model.tests
+        ],
+    )
+    def _asset(context: dg.AssetExecutionContext, duckdb: DuckDBWarehouse) -> dg.MaterializeResult:
+        started = time.monotonic()
+        as_of = context.partition_time_window.end if cadence else None
+        with duckdb.connect() as con:
+            set_run_variables(con, cadence, as_of)
+            rows = build_model(con, model)
+            checks = run_tests(con, model, key)
+            schema = _column_schema(con, model)
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": rows,
+                "dagster/column_schema": schema,
+                "seconds": round(time.monotonic() - started, 3),
+                **({"as_of": as_of.isoformat()} if as_of else {}),
+            },
+            check_results=checks,
+        )
+
+    return _asset
+
+
+def build_model_assets(
+    models: list[Model], producers: dict[str, list[dg.AssetKey]]
+) -> list[dg.AssetsDefinition]:
+    """One asset per model (per cadence for partitioned models), deps resolved from the parsed SQL."""
+    by_table = {m.table: m for m in models}
+    assets = []
+    for model in models:
+        for cadence in model.cadences or (None,):
+            deps: list[dg.AssetKey] = []
+            for ref in sorted(model.refs):
+                upstream = by_table.get(ref)
+                if upstream is None:
+                    deps += producers[ref]
+                elif upstream.partitioned:
+                    # Same cadence when both are partitioned; every cadence feeds an unpartitioned model.
+                    cadences = [cadence] if cadence in upstream.cadences else list(upstream.cadences)
+                    deps += [model_key(upstream, c) for c in cadences]
+                else:
+                    deps.append(model_key(upstream))
+            assets.append(_model_asset(model, cadence, deps))
+    return assets
