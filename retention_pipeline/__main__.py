@@ -10,13 +10,14 @@ import argparse
 import os
 import sys
 import time
+import warnings
 from datetime import UTC, datetime
 
 import dagster as dg
 import duckdb
 
 from retention_pipeline.config import ConfigError, env, parse_utc
-from retention_pipeline.partitions import DAILY, HOURLY
+from retention_pipeline.partitions import latest_complete_partition
 from retention_pipeline.source.contacts import ContactsResource
 from retention_pipeline.source.metronome import MetronomeResource
 from retention_pipeline.warehouse import resolve_duckdb_path, table_counts
@@ -45,12 +46,18 @@ def preflight() -> str:
     return connection.mode
 
 
+# Step events are DEBUG; the pipeline's own progress lines (context.log.info) stay visible.
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+
 def run(day: str | None, hour: str | None, skip_hourly: bool) -> int:
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    warnings.filterwarnings("ignore", message=".*varying BackfillPolicies.*")
     from retention_pipeline.definitions import defs
 
     now = clock()
-    day = day or DAILY.get_last_partition_key(current_time=now)
-    hour = hour or HOURLY.get_last_partition_key(current_time=now)
+    day = day or latest_complete_partition("daily", now)
+    hour = hour or latest_complete_partition("hourly", now)
     mode = preflight()
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
     plan = [("daily_retention", day)] + ([] if skip_hourly else [("hourly_retention", hour)])
@@ -59,7 +66,7 @@ def run(day: str | None, hour: str | None, skip_hourly: bool) -> int:
         started = time.monotonic()
         print(f"→ {job_name} partition {partition} …", flush=True)
         result = defs.resolve_job_def(job_name).execute_in_process(
-            partition_key=partition, instance=instance, raise_on_error=False
+            partition_key=partition, instance=instance, raise_on_error=False, run_config=QUIET_RUN_CONFIG
         )
         if not result.success:
             for event in result.all_events:
@@ -73,6 +80,15 @@ def run(day: str | None, hour: str | None, skip_hourly: bool) -> int:
         print(f"✓ {job_name} {partition} in {time.monotonic() - started:.1f}s (run {result.run_id})")
     print_summary()
     return 0
+
+
+def root_cause(error) -> str:
+    """The innermost error message: the user's problem, not Dagster's wrapper around it."""
+    if error is None:
+        return "failed"
+    while error.cause is not None:
+        error = error.cause
+    return error.message.strip()
 
 
 def print_summary() -> None:

@@ -319,7 +319,8 @@ def contacts(
         frame, malformed = read_contacts_csv(path)
         origin = str(path)
     elif metronome.connection().is_sandbox:
-        frame, origin = metronome.connection().sandbox.tenant.contacts_frame(), "sandbox tenant"
+        generated = metronome.connection().sandbox.tenant.contacts_frame()
+        frame, origin = generated.assign(source_row=range(2, len(generated) + 2)), "sandbox tenant"
     else:
         context.log.warning(
             "RETENTION_CONTACTS_PATH is not set and the source is the real Metronome API: no people are loaded, "

@@ -36,7 +36,7 @@ CUSTOMERS = RawTable(
     archived_at TIMESTAMP, is_archived BOOLEAN NOT NULL, raw JSON NOT NULL, extracted_at TIMESTAMP NOT NULL
     """,
     """
-    j->>'id', j->>'external_id', CAST(j->'ingest_aliases' AS VARCHAR[]), j->'custom_fields',
+    j->>'id', j->>'external_id', j->>'name', CAST(j->'ingest_aliases' AS VARCHAR[]), j->'custom_fields',
     j->'customer_config'->>'salesforce_account_id', j->'current_billable_status'->>'value',
     utc_ts(j->>'created_at'), utc_ts(j->>'updated_at'), utc_ts(j->>'archived_at'),
     (j->>'archived_at') IS NOT NULL, j

@@ -9,6 +9,7 @@ import metronome
 import pytest
 
 from retention_pipeline.definitions import defs
+from retention_pipeline.source.extract import ceil_day
 from retention_pipeline.warehouse import resolve_duckdb_path
 
 DAY = "2026-11-18"  # complete as of the pinned clock (2026-11-20 10:30 UTC)
@@ -37,7 +38,8 @@ def usage_in_db(window_size: str):
 
 
 def usage_in_tenant(tenant, window_size: str, start: datetime, end: datetime):
-    frame = tenant.usage_frame(window_size, start, end)
+    day_aligned_end = ceil_day(end)  # the API (and the tenant) only take midnight-aligned ranges
+    frame = tenant.usage_frame(window_size, start, day_aligned_end)
     frame = frame[frame["end_timestamp"] <= end]
     return {
         (r.customer_id, r.billable_metric_id, r.start_timestamp.to_pydatetime()): r.value
@@ -46,7 +48,10 @@ def usage_in_tenant(tenant, window_size: str, start: datetime, end: datetime):
 
 
 @pytest.fixture
-def short_history(monkeypatch):
+def short_history(monkeypatch, tenant, tmp_path):
+    contacts = tmp_path / "contacts.csv"
+    tenant.contacts_frame().to_csv(contacts, index=False)
+    monkeypatch.setenv("RETENTION_CONTACTS_PATH", str(contacts))
     monkeypatch.setenv("RETENTION_HISTORY_DAYS", "20")
     monkeypatch.setenv("RETENTION_HOURLY_HISTORY_DAYS", "2")
     monkeypatch.setenv("RETENTION_METRONOME_CONCURRENCY", "4")
@@ -83,7 +88,11 @@ def test_daily_job_loads_exactly_what_the_tenant_holds_despite_429_and_500(
     expected = usage_in_tenant(tenant, "DAY", end - timedelta(days=20), end)
     assert len(expected) > 1000  # the usage page size (700) forces several pages per request
     assert usage_in_db("DAY") == expected
-    assert query("SELECT count(*) FROM raw.contacts")[0][0] > len(tenant.customers) // 2
+    people, rejected = query(
+        "SELECT (SELECT count(*) FROM raw.contacts), (SELECT count(*) FROM raw.contacts_rejected)"
+    )[0]
+    assert people + rejected == len(tenant.contacts_frame())  # every CSV row accounted for
+    assert people > len(tenant.customers) and rejected >= 2  # the sandbox plants unknown-customer rows
 
 
 def test_rerunning_a_partition_is_idempotent(loopback, tenant, instance, short_history):
@@ -134,7 +143,8 @@ def test_late_usage_is_picked_up_by_the_lookback_and_not_beyond(loopback, tenant
 def test_hourly_job_keeps_complete_hours_up_to_the_partition_end(loopback, tenant, instance, short_history):
     run_job("hourly_retention", HOUR, instance)
     end = datetime(2026, 11, 20, 10, tzinfo=UTC)
-    # First hourly run backfills RETENTION_HOURLY_HISTORY_DAYS (2) of hour windows, day-aligned.
-    expected = usage_in_tenant(tenant, "HOUR", datetime(2026, 11, 18, tzinfo=UTC), end)
+    # The window starts at the earlier of the lookback (3 days before 09:00 → 11-17) and the first-run history
+    # (RETENTION_HOURLY_HISTORY_DAYS=2 before 10:00 → 11-18), day-aligned.
+    expected = usage_in_tenant(tenant, "HOUR", datetime(2026, 11, 17, tzinfo=UTC), end)
     assert usage_in_db("HOUR") == expected
     assert max(k[2] for k in expected) == datetime(2026, 11, 20, 9, tzinfo=UTC)
