@@ -24,6 +24,8 @@ columns:
   has_failed_payment: Latest finalized invoice with a billing-provider invoice is PAYMENT_FAILED or UNCOLLECTIBLE.
   plan_changed_30d: A contract started in [as_of - 30 days, as_of) and it is not the customer's first contract.
   is_archived: The customer was archived at or before as_of.
+  renewed_14d: A contract that is not the customer's first started in [as_of - 14 days, as_of) (just renewed or upgraded).
+  do_not_retarget: The customer's custom field do_not_retarget is "true".
 tests:
   - unique: customer_id
   - not_null: [customer_id, cadence, as_of]
@@ -40,7 +42,7 @@ WITH params AS (
 ),
 
 customers AS (
-    SELECT c.customer_id, c.archived_at
+    SELECT c.customer_id, c.archived_at, c.do_not_retarget
     FROM staging.stg_customers AS c, params AS p
     WHERE c.created_at IS NULL OR c.created_at < p.as_of
 ),
@@ -88,9 +90,12 @@ covering_contract AS (
 ),
 
 plan_changes AS (
-    SELECT DISTINCT c.customer_id
+    SELECT
+        c.customer_id,
+        bool_or(c.starting_at >= p.as_of - INTERVAL 14 DAY) AS renewed_14d
     FROM staging.stg_contracts AS c, params AS p
     WHERE c.starting_at >= p.as_of - INTERVAL 30 DAY AND c.starting_at < p.as_of AND c.contract_seq > 1
+    GROUP BY c.customer_id
 ),
 
 -- Point-in-time balance of each prepaid commit / credit segment usable at as_of: its ledger entries before
@@ -158,7 +163,9 @@ SELECT
     CASE WHEN cr.granted > 0 THEN 100.0 * (cr.granted - cr.credit_balance) / cr.granted END AS credit_used_pct,
     coalesce(inv.external_status IN ('PAYMENT_FAILED', 'UNCOLLECTIBLE'), false) AS has_failed_payment,
     pc.customer_id IS NOT NULL AS plan_changed_30d,
-    coalesce(c.archived_at <= p.as_of, false) AS is_archived
+    coalesce(c.archived_at <= p.as_of, false) AS is_archived,
+    coalesce(pc.renewed_14d, false) AS renewed_14d,
+    c.do_not_retarget
 FROM customers AS c
 CROSS JOIN params AS p
 LEFT JOIN activity AS a USING (customer_id)

@@ -50,12 +50,15 @@ CUSTOMERS = [  # id, created_at, archived_at, custom_fields
     ("C", "2025-01-01", "2026-11-10", {}),
     ("D", "2025-01-01", None, {}),
     ("E", "2026-11-25", None, {}),  # created after as_of: no row
+    ("F", "2025-01-01", None, {}),
 ]
 CONTRACTS = [  # id, customer, starting_at, ending_before
     ("cA", "A", "2026-01-01", "2026-11-27"),
     ("cB1", "B", "2025-11-01", "2026-11-01"),
     ("cB2", "B", "2026-11-01", None),  # renewal, evergreen
     ("cD", "D", "2026-11-30", "2027-11-30"),  # future contract: not covering
+    ("cF1", "F", "2025-11-10", "2026-11-10"),
+    ("cF2", "F", "2026-11-10", "2027-11-10"),  # renewed 10 days before as_of
 ]
 INVOICES = [  # id, customer, status, issued_at, external_status
     ("iA1", "A", "FINALIZED", "2026-10-01", "PAYMENT_FAILED"),
@@ -133,7 +136,7 @@ def features(con, cadence: str, as_of: str) -> dict[str, dict]:
 
 def test_daily_features_match_hand_computed_values(con):
     rows = features(con, "daily", "2026-11-20")
-    assert set(rows) == {"A", "B", "C", "D"}
+    assert set(rows) == {"A", "B", "C", "D", "F"}
     a, b, c, d = rows["A"], rows["B"], rows["C"], rows["D"]
 
     assert (a["usage_7d"], a["usage_prior_7d"], a["wow_usage_change_pct"]) == (35, 70, -50)
@@ -146,7 +149,10 @@ def test_daily_features_match_hand_computed_values(con):
     assert (b["usage_7d"], b["usage_prior_7d"]) == (3, 0)
     assert b["wow_usage_change_pct"] is None
     assert (b["contract_id"], b["contract_end"], b["days_to_renewal"]) == ("cB2", None, None)  # evergreen
-    assert b["has_failed_payment"] and b["plan_changed_30d"]
+    assert (
+        b["has_failed_payment"] and b["plan_changed_30d"] and b["renewed_14d"] is False
+    )  # started 19 days ago
+    assert b["do_not_retarget"] and not a["do_not_retarget"]  # custom field "TRUE", case-insensitive
 
     assert (c["usage_7d"], c["usage_prior_7d"], c["wow_usage_change_pct"]) == (0, 0, None)
     assert (c["last_usage_at"], c["days_since_last_usage"]) == (None, None)  # never used
@@ -157,6 +163,14 @@ def test_daily_features_match_hand_computed_values(con):
     assert (d["last_usage_at"], d["days_since_last_usage"]) == (T("2026-10-01"), 50)
     assert not d["has_failed_payment"]  # the later PAYMENT_FAILED invoice was issued after as_of
     assert d["contract_id"] is None
+
+    f = rows["F"]
+    assert (f["contract_id"], f["days_to_renewal"], f["plan_changed_30d"], f["renewed_14d"]) == (
+        "cF2",
+        355,
+        True,
+        True,
+    )
 
 
 def test_hourly_features_use_hour_windows_at_the_range_edges(con):
@@ -177,6 +191,6 @@ def test_partitions_are_replaced_not_duplicated_and_latest_view_picks_the_newest
     counts = con.execute(
         "SELECT as_of, count(*) FROM analytics.customer_features GROUP BY 1 ORDER BY 1"
     ).fetchall()
-    assert counts == [(T("2026-11-19"), 4), (T("2026-11-20"), 4)]
+    assert counts == [(T("2026-11-19"), 5), (T("2026-11-20"), 5)]
     latest = con.execute("SELECT DISTINCT as_of FROM analytics.customer_features_latest").fetchall()
     assert latest == [(T("2026-11-20"),)]
