@@ -4,12 +4,14 @@ import dagster as dg
 
 from retention_pipeline.models import definitions as models
 from retention_pipeline.operations import jobs
+from retention_pipeline.segments import definitions as segments
 from retention_pipeline.source import definitions as source
 from retention_pipeline.warehouse import DuckDBWarehouse
 
 defs = dg.Definitions.merge(
     source.defs,
     models.defs,
+    segments.defs,
     jobs.defs,
     dg.Definitions(resources={"duckdb": DuckDBWarehouse()}),
 )

@@ -5,6 +5,8 @@ from retention_pipeline.definitions import defs
 EXPECTED_SOURCE_ASSETS = {
     "raw/metronome_customers", "raw/metronome_billable_metrics", "raw/metronome_contracts", "raw/metronome_invoices",
     "raw/metronome_balances", "raw/metronome_usage_daily", "raw/metronome_usage_hourly", "raw/contacts",
+    "staging/stg_usage", "analytics/customer_features_daily", "analytics/customer_features_hourly",
+    "segments/members_daily", "segments/members_hourly",
 }  # fmt: skip
 
 
@@ -25,3 +27,12 @@ def test_usage_assets_backfill_a_range_in_one_run():
     for name in ("metronome_usage_daily", "metronome_usage_hourly"):
         node = graph.get(dg.AssetKey(["raw", name]))
         assert node.backfill_policy == dg.BackfillPolicy.single_run()
+
+
+def test_each_cadence_job_holds_only_its_own_cadence():
+    repo = defs.get_repository_def()
+    graph = repo.asset_graph
+    for job, cadence in (("daily_retention", "daily"), ("hourly_retention", "hourly")):
+        keys = repo.get_job(job).asset_layer.executable_asset_keys
+        assert dg.AssetKey(["segments", f"members_{cadence}"]) in keys
+        assert {graph.get(k).tags.get("cadence", cadence) for k in keys} == {cadence}, job

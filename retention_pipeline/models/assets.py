@@ -52,6 +52,7 @@ def build_model(con: duckdb.DuckDBPyConnection, model: Model) -> int:
         con.execute(f"CREATE OR REPLACE TABLE {model.table} AS {model.sql}")
         return con.execute(f"SELECT count(*) FROM {model.table}").fetchone()[0]
     con.execute(f"CREATE TABLE IF NOT EXISTS {model.table} AS SELECT * FROM ({model.sql}) LIMIT 0")
+    evolve_columns(con, model)
     try:
         con.execute("BEGIN TRANSACTION")
         con.execute(
@@ -63,6 +64,23 @@ def build_model(con: duckdb.DuckDBPyConnection, model: Model) -> int:
         con.execute("ROLLBACK")
         raise
     return rows
+
+
+def evolve_columns(con: duckdb.DuckDBPyConnection, model: Model) -> None:
+    """Keep a partitioned table's columns in step with its SQL: new columns are added (NULL in partitions built
+    before), dropped ones removed; a changed type is an error naming the model and column."""
+    wanted = {name: dtype for name, dtype, *_ in con.execute(f"DESCRIBE ({model.sql})").fetchall()}
+    have = {name: dtype for name, dtype, *_ in con.execute(f"DESCRIBE {model.table}").fetchall()}
+    for name, dtype in wanted.items():
+        if name not in have:
+            con.execute(f'ALTER TABLE {model.table} ADD COLUMN "{name}" {dtype}')
+        elif have[name] != dtype:
+            raise ValueError(
+                f"{model.table}: column {name} changed type {have[name]} → {dtype}; drop the table (or the "
+                "column) to rebuild it, then re-run the partitions you need"
+            )
+    for name in have.keys() - wanted.keys():
+        con.execute(f'ALTER TABLE {model.table} DROP COLUMN "{name}"')
 
 
 def scope_sql(model: Model) -> str:

@@ -16,6 +16,7 @@ from sqlglot import exp
 
 SQL_ROOT = Path(__file__).resolve().parents[2] / "dbt_like_sql"
 CADENCES = ("hourly", "daily", "weekly")
+NOT_MODELS = {"segments"}  # segments/ holds segment rules, loaded by retention_pipeline.segments
 TEST_KINDS = ("unique", "not_null", "accepted_values", "relationships", "custom")
 _HEADER = re.compile(r"\A\s*/\*(?P<body>.*?)\*/", re.DOTALL)
 # The current model in a custom test: `{{ this }}`.
@@ -64,8 +65,10 @@ def _fail(path: Path, message: str) -> ModelError:
     return ModelError(f"{path.relative_to(path.parents[1]) if len(path.parents) > 1 else path}: {message}")
 
 
-def table_refs(sql: str, path: Path) -> set[str]:
-    """schema.table of every table read, ignoring CTE names and table functions."""
+def table_refs(sql: str, path: Path, unqualified: frozenset[str] = frozenset()) -> set[str]:
+    """schema.table of every table read, ignoring CTE names and table functions.
+
+    Names in `unqualified` (e.g. a segment's `features`) may appear without a schema and are returned as is."""
     try:
         tree = sqlglot.parse_one(sql, read="duckdb")
     except sqlglot.errors.ParseError as exc:
@@ -76,6 +79,9 @@ def table_refs(sql: str, path: Path) -> set[str]:
     refs = set()
     for table in tree.find_all(exp.Table):
         if not table.name or (not table.db and table.name in ctes):
+            continue
+        if not table.db and table.name in unqualified:
+            refs.add(table.name)
             continue
         if not table.db:
             raise _fail(path, f"table {table.name!r} must be schema-qualified (e.g. staging.{table.name})")
@@ -188,7 +194,8 @@ def load_model(path: Path, root: Path) -> Model:
 
 def load_project(root: Path, external_tables: set[str]) -> list[Model]:
     """Every model under `root`, in dependency order; unknown references and cycles fail by file and table."""
-    models = {m.table: m for m in (load_model(p, root) for p in sorted(root.glob("*/*.sql")))}
+    paths = sorted(p for p in root.glob("*/*.sql") if p.parent.name not in NOT_MODELS)
+    models = {m.table: m for m in (load_model(p, root) for p in paths)}
     graph: dict[str, set[str]] = {}
     for model in models.values():
         for ref in sorted(model.refs):

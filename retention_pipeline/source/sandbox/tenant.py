@@ -685,7 +685,12 @@ class _Generator:
         deep = where("declining") & (rank % 2 == 0)
         shallow = where("declining") & (rank % 2 == 1)
         decline[deep] = rng.uniform(0.10, 0.25, n)[deep]
-        decline[shallow] = rng.uniform(0.35, 0.55, n)[shallow]
+        decline[shallow] = rng.uniform(0.35, 0.50, n)[shallow]  # margin below 55% for the noise
+        # Most renewals due within a week come with fading activity (the "save the renewal" pattern): a third go
+        # silent for the last week, a third drop by 40–70%, a third stay steady.
+        renewing = where("renewal_7d")
+        decline[renewing & (rank % 3 == 0)] = 0.0
+        decline[renewing & (rank % 3 == 1)] = rng.uniform(0.30, 0.60, n)[renewing & (rank % 3 == 1)]
 
         self.created_s = created_s.astype(np.int64)
         self.archived_s = archived_s
@@ -758,15 +763,16 @@ class _Generator:
     # --- usage -----------------------------------------------------------------------------------------------
 
     def _usage(self) -> None:
-        """Hourly usage = rate x diurnal x weekday x profile-per-day x noise, rounded; chunked to bound memory."""
+        """Hourly usage = rate x diurnal x weekday x profile-per-day x noise, as whole units; chunked for memory."""
         n, m, n_days = self.n, len(self.metrics), self.n_days
         n_hours = 24 * n_days
         rng = self.rng(_STREAM_USAGE)
         calls = np.exp(rng.normal(math.log(25), 1.0, n)).clip(0.2, 3000)
-        signal = np.isin(self.labels, ["credits_low", "failed_payment", "failed_then_paid", "declining"])
-        calls[signal] = np.maximum(
-            calls[signal], 8.0
-        )  # profiles whose signal is about money or a ratio need volume
+        signal = np.isin(
+            self.labels, ["credits_low", "failed_payment", "failed_then_paid", "declining", "renewal_7d"]
+        )
+        # A ratio or a money signal needs volume to stay clear of rounding noise.
+        calls[signal] = np.maximum(calls[signal], 20.0)
         rates = np.stack(
             [
                 calls,
@@ -807,7 +813,8 @@ class _Generator:
             np.exp(noise, out=noise)
             noise *= rates[lo:hi, :, None]
             noise *= shape[:, None, :].astype(np.float32)
-            np.rint(noise, out=noise)
+            noise += rng.random((hi - lo, m, n_hours), dtype=np.float32)  # unbiased rounding: floor(x + U)
+            np.floor(noise, out=noise)
             self.hourly[lo:hi] = noise
         self.daily = self.hourly.reshape(n, m, n_days, 24).sum(axis=3, dtype=np.float64)
         self.day_cost = np.round((self.daily * self.prices[None, :, None]).sum(axis=1), 2)

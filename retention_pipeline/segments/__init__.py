@@ -1,0 +1,1 @@
+"""Segments stage: business rules in dbt_like_sql/segments/ → per-cadence membership snapshots in DuckDB."""

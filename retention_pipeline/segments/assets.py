@@ -1,0 +1,148 @@
+"""One partitioned asset per cadence computing every segment of that cadence as of the partition end."""
+
+import dagster as dg
+
+from retention_pipeline.models.assets import set_run_variables
+from retention_pipeline.partitions import BY_CADENCE
+from retention_pipeline.segments.engine import (
+    SegmentStats,
+    compute_partition,
+    ensure_tables,
+)
+from retention_pipeline.segments.project import AD_DESTINATIONS, SUPPRESSION_SEGMENT, Segment
+from retention_pipeline.warehouse import DuckDBWarehouse
+
+GROUP = "segments"
+FEATURES_TABLE = "analytics.customer_features"
+
+
+class SegmentRunConfig(dg.Config):
+    """Set `override_guard` to segment names (or "*") to accept a size swing the guard blocked, after review."""
+
+    override_guard: list[str] = []
+
+
+def _metadata(stats: list[SegmentStats], as_of) -> dict:
+    metadata: dict = {"as_of": as_of.isoformat()}
+    for s in stats:
+        metadata |= {
+            f"{s.segment}/accounts": s.accounts,
+            f"{s.segment}/people": s.people,
+            f"{s.segment}/entries": s.entries,
+            f"{s.segment}/exits": s.exits,
+            f"{s.segment}/holdout_accounts": s.holdout_accounts,
+        }
+    rows = "\n".join(
+        f"| {s.segment} | {s.accounts} | {s.people} | +{s.entries} / −{s.exits} | {s.holdout_accounts} | "
+        f"{s.guard_status}{': ' + s.guard_reason if s.guard_reason else ''} |"
+        for s in stats
+    )
+    metadata["preview"] = dg.MetadataValue.md(
+        "| segment | accounts | people | entries / exits | holdout | guard |\n|---|---|---|---|---|---|\n"
+        + rows
+    )
+    return metadata
+
+
+def _audience_checks(con, key: dg.AssetKey) -> list[dg.AssetCheckResult]:
+    ads = "(" + ", ".join(f"'{d}'" for d in AD_DESTINATIONS) + ")"
+    suppressed_in_ads = con.execute(
+        f"""SELECT count(*) FROM segments.audiences AS a
+        WHERE a.destination IN {ads} AND a.customer_id IN (
+            SELECT m.customer_id FROM segments.members AS m
+            WHERE m.segment = '{SUPPRESSION_SEGMENT}'
+              AND m.as_of = (SELECT max(as_of) FROM segments.partitions WHERE segment = '{SUPPRESSION_SEGMENT}'))"""
+    ).fetchone()[0]
+    holdout_outbound = con.execute(
+        """SELECT count(*) FROM segments.audiences AS a
+        JOIN segments.members AS m USING (segment, as_of, customer_id) WHERE m.is_holdout"""
+    ).fetchone()[0]
+    return [
+        dg.AssetCheckResult(
+            check_name="do_not_retarget_disjoint_from_ad_audiences",
+            asset_key=key,
+            passed=suppressed_in_ads == 0,
+            metadata={"suppressed_rows_in_ad_audiences": suppressed_in_ads},
+        ),
+        dg.AssetCheckResult(
+            check_name="holdout_never_outbound",
+            asset_key=key,
+            passed=holdout_outbound == 0,
+            metadata={"holdout_rows_outbound": holdout_outbound},
+        ),
+    ]
+
+
+def build_segment_asset(
+    cadence: str, segments: list[Segment], deps: list[dg.AssetKey]
+) -> dg.AssetsDefinition:
+    key = dg.AssetKey(["segments", f"members_{cadence}"])
+    mine = [s for s in segments if s.cadence == cadence]
+    lines = "\n".join(f"- **{s.name}** ({s.purpose}): {s.description}" for s in mine)
+
+    @dg.asset(
+        key=key,
+        deps=deps,
+        group_name=GROUP,
+        kinds={"duckdb", "sql"},
+        pool="duckdb",
+        partitions_def=BY_CADENCE[cadence],
+        tags={"cadence": cadence},
+        description=f"Members of the {cadence} segments as of the partition end (segments.members).\n\n{lines}",
+        metadata={"dagster/table_name": "segments.members"},
+        check_specs=[
+            *[
+                dg.AssetCheckSpec(
+                    f"size_guard_{s.name}",
+                    asset=key,
+                    blocking=True,
+                    description=f"{s.name}: size change ≤ {s.max_change_pct:g}% vs the previous partition, not "
+                    f"to 0, ≥ {s.min_size}; blocks activation until re-run with override_guard",
+                )
+                for s in mine
+            ],
+            dg.AssetCheckSpec("do_not_retarget_disjoint_from_ad_audiences", asset=key),
+            dg.AssetCheckSpec("holdout_never_outbound", asset=key),
+        ],
+    )
+    def _asset(
+        context: dg.AssetExecutionContext, config: SegmentRunConfig, duckdb: DuckDBWarehouse
+    ) -> dg.MaterializeResult:
+        as_of = context.partition_time_window.end
+        with duckdb.connect() as con:
+            set_run_variables(con, cadence, as_of)
+            ensure_tables(con)
+            features = con.execute(
+                f"SELECT count(*) FROM {FEATURES_TABLE} WHERE cadence = getvariable('cadence') "
+                "AND as_of = getvariable('as_of')"
+            ).fetchone()[0]
+            if features == 0:
+                raise RuntimeError(
+                    f"{FEATURES_TABLE} has no rows for cadence={cadence}, as_of={as_of:%Y-%m-%d %H:%M}: materialize "
+                    f"analytics/customer_features_{cadence} for partition {context.partition_key} first."
+                )
+            stats = compute_partition(
+                con, segments, cadence, context.partition_key, as_of, set(config.override_guard)
+            )
+            checks = [
+                dg.AssetCheckResult(
+                    check_name=f"size_guard_{s.segment}",
+                    asset_key=key,
+                    passed=not s.blocked,
+                    metadata={
+                        "accounts": s.accounts,
+                        "previous_accounts": s.previous_accounts if s.previous_accounts is not None else -1,
+                        "change_pct": round(s.change_pct, 1) if s.change_pct is not None else 0.0,
+                        "status": s.guard_status,
+                        **({"reason": s.guard_reason} if s.guard_reason else {}),
+                    },
+                    description=s.guard_reason,
+                )
+                for s in stats
+            ] + _audience_checks(con, key)
+        for s in stats:
+            if s.guard_status != "ok":
+                context.log.warning(f"size guard {s.guard_status} for {s.segment}: {s.guard_reason}")
+        return dg.MaterializeResult(metadata=_metadata(stats, as_of), check_results=checks)
+
+    return _asset

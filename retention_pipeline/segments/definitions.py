@@ -1,0 +1,31 @@
+"""The segments stage's definitions: one members asset per cadence that has segments."""
+
+import dagster as dg
+
+from retention_pipeline.models.assets import table_producers
+from retention_pipeline.models.definitions import defs as model_defs
+from retention_pipeline.segments.assets import build_segment_asset
+from retention_pipeline.segments.project import SegmentError, load_segments
+from retention_pipeline.source.definitions import defs as source_defs
+
+_producers = table_producers([*source_defs.assets, *model_defs.assets])
+SEGMENTS = load_segments(known_tables=set(_producers))
+
+
+def _deps(cadence: str) -> list[dg.AssetKey]:
+    refs = {ref for s in SEGMENTS if s.cadence == cadence for ref in s.refs}
+    features = dg.AssetKey(["analytics", f"customer_features_{cadence}"])
+    if features not in _producers.get("analytics.customer_features", []):
+        first = next(s for s in SEGMENTS if s.cadence == cadence)
+        raise SegmentError(
+            f"segments/{first.path.name}: cadence: {cadence!r} has no features; add it to `cadences` in "
+            "dbt_like_sql/analytics/customer_features.sql"
+        )
+    keys = {features, dg.AssetKey(["raw", "contacts"])}
+    keys |= {k for ref in refs for k in _producers[ref]}
+    return sorted(keys, key=lambda k: k.to_user_string())
+
+
+defs = dg.Definitions(
+    assets=[build_segment_asset(c, SEGMENTS, _deps(c)) for c in sorted({s.cadence for s in SEGMENTS})]
+)
