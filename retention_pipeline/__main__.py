@@ -108,8 +108,15 @@ def print_summary() -> None:
 
 
 def sql(query: str) -> int:
-    with duckdb.connect(str(resolve_duckdb_path()), read_only=True) as con:
-        print(con.sql(query))
+    path = resolve_duckdb_path()
+    if not path.exists():
+        raise ConfigError(f"RETENTION_DUCKDB_PATH={str(path)!r} does not exist yet: run `make run` first.")
+    with duckdb.connect(str(path), read_only=True) as con:
+        try:
+            print(con.sql(query))
+        except duckdb.Error as exc:
+            print(f"query failed: {exc}", file=sys.stderr)
+            return 1
     return 0
 
 
