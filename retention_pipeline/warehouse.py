@@ -25,12 +25,21 @@ CREATE OR REPLACE TEMP MACRO utc_ts(x) AS (CAST(x AS TIMESTAMPTZ) AT TIME ZONE '
 """
 
 
+RESERVED_SCHEMAS = ("raw", "staging", "analytics", "segments", "sync", "measurement", "main")
+
+
 def resolve_duckdb_path(override: str | None = None) -> Path:
     """The DuckDB file from RETENTION_DUCKDB_PATH (or the override), with its folder created; fails naming the var."""
     raw = env("RETENTION_DUCKDB_PATH", override)
     path = Path(raw).expanduser()
     if path.is_dir():
         raise ConfigError(f"RETENTION_DUCKDB_PATH={raw!r} is a directory; it must name a DuckDB file.")
+    if path.stem in RESERVED_SCHEMAS:
+        # DuckDB names the catalog after the file: raw.duckdb would make `raw.metronome_customers` ambiguous.
+        raise ConfigError(
+            f"RETENTION_DUCKDB_PATH={raw!r}: the file name may not be one of the schema names "
+            f"{', '.join(RESERVED_SCHEMAS)}; choose another name."
+        )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

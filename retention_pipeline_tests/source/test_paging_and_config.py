@@ -83,6 +83,9 @@ def test_bad_paths_name_their_variable(monkeypatch, tmp_path):
     monkeypatch.setenv("RETENTION_DUCKDB_PATH", str(tmp_path))
     with pytest.raises(ConfigError, match="RETENTION_DUCKDB_PATH"):
         resolve_duckdb_path()
+    monkeypatch.setenv("RETENTION_DUCKDB_PATH", str(tmp_path / "raw.duckdb"))
+    with pytest.raises(ConfigError, match="RETENTION_DUCKDB_PATH.*schema names"):
+        resolve_duckdb_path()
     monkeypatch.setenv("RETENTION_CONTACTS_PATH", str(tmp_path / "missing.csv"))
     with pytest.raises(ConfigError, match="RETENTION_CONTACTS_PATH"):
         ContactsResource().csv_path()

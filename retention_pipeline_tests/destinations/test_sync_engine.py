@@ -1,0 +1,143 @@
+"""The delta-sync engine against a scripted destination: plans, ledger, retries, convergence."""
+
+import dataclasses
+from datetime import datetime
+
+import pytest
+
+from retention_pipeline.destinations.sync import ItemResult, RequestResult, SendResult, SyncContext, run_sync
+from retention_pipeline.segments.fixtures import compute_with_features, prepare
+from retention_pipeline.segments.project import load_segments
+from retention_pipeline.warehouse import DuckDBWarehouse
+
+AS_OF = datetime(2026, 11, 20)
+DROP = {"usage_7d": 10, "usage_prior_7d": 100, "wow_usage_change_pct": -90}
+
+
+class ScriptedDestination:
+    """Acknowledges everything except member keys listed in `reject`; records every call."""
+
+    def __init__(self, name: str, limit: int = 3):
+        self.name, self.per_request_limit = name, limit
+        self.reject: set[str] = set()
+        self.calls: list[tuple[str, str, list[str]]] = []
+        self.crash_after_calls: int | None = None
+
+    def send(self, segment, changes, context):
+        result = SendResult()
+        for op in ("add", "remove", "update"):
+            batch = [c for c in changes if c.operation == op]
+            for start in range(0, len(batch), self.per_request_limit):
+                if self.crash_after_calls is not None and len(self.calls) >= self.crash_after_calls:
+                    raise KeyboardInterrupt("simulated process death")
+                chunk = batch[start : start + self.per_request_limit]
+                self.calls.append((segment.name, op, [c.member_key for c in chunk]))
+                request = RequestResult(op, len(chunk), ok=True, http_status=200)
+                result.requests.append(request)
+                result.items += [
+                    ItemResult(c.member_key, op, c.member_key not in self.reject, "rejected by test",
+                               request.request_id)
+                    for c in chunk
+                ]  # fmt: skip
+        return result
+
+
+@pytest.fixture
+def world(tmp_path):
+    warehouse = DuckDBWarehouse(path=str(tmp_path / "engine.duckdb"))
+    segments = [dataclasses.replace(s, holdout_pct=0) for s in load_segments() if s.cadence == "daily"]
+    segments += [s for s in load_segments() if s.name == "do_not_retarget"]
+    people = [{"customer_id": f"a{i}", "person_id": f"a{i}-p", "marketing_consent": True} for i in range(10)]
+    with warehouse.connect() as con:
+        prepare(con, people)
+        con.execute("UPDATE raw.contacts SET email_normalized = person_id || '@example.com'")
+    return warehouse, segments
+
+
+def materialize(warehouse, segments, accounts, as_of=AS_OF):
+    with warehouse.connect() as con:
+        compute_with_features(con, segments, "daily", as_of, accounts, override={"*"})
+
+
+def sync(warehouse, segments, adapters, dry_run=False, blocked=frozenset()):
+    ctx = SyncContext("s-" + datetime.now().isoformat(), "daily", "2026-11-19", AS_OF)
+    return run_sync(
+        warehouse.connect, segments, adapters, ctx, dry_run=dry_run, blocked=set(blocked), log=print
+    )
+
+
+def state(warehouse, destination="meta"):
+    with warehouse.connect() as con:
+        return {
+            r[0]
+            for r in con.execute(
+                "SELECT member_key FROM sync.destination_state WHERE segment = 'usage_drop_wow' AND destination = ?",
+                [destination],
+            ).fetchall()
+        }
+
+
+def test_first_run_adds_second_sends_nothing_then_removals(world):
+    warehouse, segments = world
+    meta = ScriptedDestination("meta")
+    materialize(warehouse, segments, [{"customer_id": f"a{i}", **DROP} for i in range(7)])
+    reports = sync(warehouse, segments, {"meta": meta})
+    drop = next(r for r in reports if r.segment == "usage_drop_wow" and r.destination == "meta")
+    assert (drop.adds, drop.requests, drop.expected_requests, drop.acked) == (7, 3, 3, 7)  # ⌈7 / 3⌉
+    assert state(warehouse) == {f"a{i}-p" for i in range(7)}
+
+    meta.calls.clear()
+    sync(warehouse, segments, {"meta": meta})
+    assert meta.calls == []  # nothing changed → zero requests
+
+    materialize(warehouse, segments, [{"customer_id": f"a{i}", **DROP} for i in range(2, 7)])
+    sync(warehouse, segments, {"meta": meta})
+    assert [(op, keys) for _, op, keys in meta.calls] == [("remove", ["a0-p", "a1-p"])]
+    assert state(warehouse) == {f"a{i}-p" for i in range(2, 7)}
+
+
+def test_rejected_rows_are_recorded_and_retried_next_run(world):
+    warehouse, segments = world
+    meta = ScriptedDestination("meta")
+    meta.reject = {"a3-p"}
+    materialize(warehouse, segments, [{"customer_id": f"a{i}", **DROP} for i in range(5)])
+    sync(warehouse, segments, {"meta": meta})
+    assert "a3-p" not in state(warehouse)
+    with warehouse.connect() as con:
+        assert con.execute(
+            "SELECT status, reason FROM sync.ledger_items WHERE member_key = 'a3-p' AND destination = 'meta'"
+        ).fetchall() == [("rejected", "rejected by test")]
+    meta.reject, meta.calls = set(), []
+    sync(warehouse, segments, {"meta": meta})
+    assert [(op, keys) for _, op, keys in meta.calls] == [("add", ["a3-p"])]
+    assert "a3-p" in state(warehouse)
+
+
+def test_a_crash_between_send_and_ack_converges_on_the_next_run(world):
+    warehouse, segments = world
+    meta = ScriptedDestination("meta")
+    meta.crash_after_calls = 1
+    materialize(warehouse, segments, [{"customer_id": f"a{i}", **DROP} for i in range(7)])
+    with pytest.raises(KeyboardInterrupt):
+        sync(warehouse, segments, {"meta": meta})
+    assert state(warehouse) == set()  # nothing acknowledged: the intent rows alone
+    meta.crash_after_calls = None
+    sync(warehouse, segments, {"meta": meta})
+    assert state(warehouse) == {f"a{i}-p" for i in range(7)}
+    with warehouse.connect() as con:
+        statuses = dict(con.execute("SELECT status, count(*) FROM sync.ledger_items GROUP BY 1").fetchall())
+    assert statuses["unacknowledged"] == 7 and statuses["acked"] >= 7
+
+
+def test_dry_run_plans_but_sends_nothing_and_blocked_segments_are_skipped(world):
+    warehouse, segments = world
+    meta = ScriptedDestination("meta")
+    materialize(warehouse, segments, [{"customer_id": f"a{i}", **DROP} for i in range(4)])
+    reports = sync(warehouse, segments, {"meta": meta}, dry_run=True)
+    drop = next(r for r in reports if r.segment == "usage_drop_wow" and r.destination == "meta")
+    assert (drop.adds, drop.expected_requests, drop.requests) == (4, 2, 0) and meta.calls == []
+    reports = sync(warehouse, segments, {"meta": meta}, blocked={"usage_drop_wow"})
+    drop = next(r for r in reports if r.segment == "usage_drop_wow" and r.destination == "meta")
+    assert (
+        drop.skipped == "size guard blocked this segment" and meta.calls == [] and state(warehouse) == set()
+    )
