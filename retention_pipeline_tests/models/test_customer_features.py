@@ -194,3 +194,21 @@ def test_partitions_are_replaced_not_duplicated_and_latest_view_picks_the_newest
     assert counts == [(T("2026-11-19"), 5), (T("2026-11-20"), 5)]
     latest = con.execute("SELECT DISTINCT as_of FROM analytics.customer_features_latest").fetchall()
     assert latest == [(T("2026-11-20"),)]
+
+
+def test_lifecycle_events_are_derived_from_contract_and_segment_ends(con):
+    features(con, "daily", "2026-11-20")
+    rows = con.execute(
+        "SELECT event_type, offset_duration, source_id, fires_at FROM analytics.lifecycle_events "
+        "WHERE customer_id IN ('A', 'B') ORDER BY ALL"
+    ).fetchall()
+    assert rows == [
+        ("commit.segment.end", "-P7D", "segA", T("2026-11-24")),
+        ("commit.segment.end", "P0D", "segA", T("2026-12-01")),
+        ("contract.end", "-P30D", "cA", T("2026-10-28")),
+        ("contract.end", "-P30D", "cB1", T("2026-10-02")),
+        ("contract.end", "-P7D", "cA", T("2026-11-20")),
+        ("contract.end", "-P7D", "cB1", T("2026-10-25")),
+        ("contract.end", "P0D", "cA", T("2026-11-27")),
+        ("contract.end", "P0D", "cB1", T("2026-11-01")),
+    ]  # cB2 is evergreen: no end, no events
