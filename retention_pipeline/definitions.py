@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from retention_pipeline.destinations import definitions as destinations
 from retention_pipeline.models import definitions as models
 from retention_pipeline.operations import jobs
 from retention_pipeline.segments import definitions as segments
@@ -12,6 +13,7 @@ defs = dg.Definitions.merge(
     source.defs,
     models.defs,
     segments.defs,
+    destinations.defs,
     jobs.defs,
     dg.Definitions(resources={"duckdb": DuckDBWarehouse()}),
 )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -47,6 +46,10 @@ CREATE TABLE IF NOT EXISTS sync.ledger_items (
 CREATE TABLE IF NOT EXISTS sync.runs (
     sync_id VARCHAR NOT NULL, cadence VARCHAR, partition_key VARCHAR, dry_run BOOLEAN NOT NULL,
     started_at TIMESTAMP NOT NULL, finished_at TIMESTAMP, status VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sync.last_plan (
+    sync_id VARCHAR NOT NULL, segment VARCHAR NOT NULL, destination VARCHAR NOT NULL, member_key VARCHAR NOT NULL,
+    operation VARCHAR NOT NULL, payload_hash VARCHAR NOT NULL, dry_run BOOLEAN NOT NULL, planned_at TIMESTAMP NOT NULL
 );
 CREATE TABLE IF NOT EXISTS sync.coverage (
     segment VARCHAR NOT NULL, destination VARCHAR NOT NULL, as_of TIMESTAMP, people INTEGER NOT NULL,
@@ -157,10 +160,13 @@ class SendResult:
 
 
 class DestinationAdapter(Protocol):
-    """A destination as the engine sees it: a name, its per-request limit, and `send`."""
+    """A destination as the engine sees it: a name, its per-request limit, the request count a plan needs, `send`."""
 
     name: str
     per_request_limit: int
+
+    def expected_requests(self, changes: list[Change]) -> int:
+        """⌈changes / the destination's per-request limit⌉, per kind of call."""
 
     def send(self, segment: Segment, changes: list[Change], context: SyncContext) -> SendResult: ...
 
@@ -343,6 +349,17 @@ def run_sync(
             [ctx.sync_id, ctx.cadence, ctx.partition_key, dry_run, started],
         )
         compute_plan(con, names)
+        # The newest plan per segment stays queryable (this is what a dry run "shows").
+        con.execute(
+            """DELETE FROM sync.last_plan WHERE segment IN (SELECT DISTINCT segment FROM sync_plan)
+                OR segment IN (SELECT unnest($segments::VARCHAR[]))""",
+            {"segments": names},
+        )
+        con.execute(
+            "INSERT INTO sync.last_plan SELECT ?, segment, destination, member_key, operation, payload_hash, ?, ? "
+            "FROM sync_plan",
+            [ctx.sync_id, dry_run, started],
+        )
         work = []
         for segment in (s for s in segments if s.name in names):
             for destination in segment.destinations:
@@ -359,10 +376,7 @@ def run_sync(
                 report.adds = sum(c.operation == "add" for c in changes)
                 report.removes = sum(c.operation == "remove" for c in changes)
                 report.updates = sum(c.operation == "update" for c in changes)
-                report.expected_requests = sum(
-                    math.ceil(n / adapters[destination].per_request_limit)
-                    for n in _by_operation(changes).values()
-                )
+                report.expected_requests = adapters[destination].expected_requests(changes)
                 if changes and not dry_run:
                     _record_intent(con, ctx, segment.name, destination, changes)
                     work.append((segment, destination, changes, report))
@@ -386,13 +400,6 @@ def run_sync(
             [datetime.now(UTC).replace(tzinfo=None), "dry_run" if dry_run else "done", ctx.sync_id],
         )
     return reports
-
-
-def _by_operation(changes: list[Change]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for c in changes:
-        counts[c.operation] = counts.get(c.operation, 0) + 1
-    return counts
 
 
 def _write_coverage(con, reports: list[DestinationReport], ctx: SyncContext) -> None:

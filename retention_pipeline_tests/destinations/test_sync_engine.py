@@ -23,6 +23,10 @@ class ScriptedDestination:
         self.calls: list[tuple[str, str, list[str]]] = []
         self.crash_after_calls: int | None = None
 
+    def expected_requests(self, changes):
+        ops = {c.operation for c in changes}
+        return sum(-(-sum(c.operation == op for c in changes) // self.per_request_limit) for op in ops)
+
     def send(self, segment, changes, context):
         result = SendResult()
         for op in ("add", "remove", "update"):
