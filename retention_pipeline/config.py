@@ -68,9 +68,64 @@ SETTINGS: dict[str, Setting] = {
             None,
             "Billable metric (name or id) that measures activity. Unset: the tenant's only metric, else api_calls.",
         ),
+        Setting("RETENTION_DRY_RUN", "0", "1/true: syncs compute and show their plan but send nothing."),
+        Setting("RETENTION_EXPORT_DIR", "data/exports", "Folder for the warehouse destination's Parquet files."),
+        Setting("RETENTION_COVERAGE_MIN_PCT", "50", "Coverage check warns below this % of people with an identifier."),
+        Setting("RETENTION_DESTINATIONS_CONFIG", None, "YAML mapping segments to destination ids (default: destinations.yaml)."),
         Setting("RETENTION_SANDBOX_NOW", None, "Pins the sandbox clock (ISO-8601, UTC). Unset: now."),
         Setting("RETENTION_SANDBOX_CUSTOMERS", "300", "Sandbox tenant size."),
         Setting("RETENTION_SANDBOX_SEED", "42", "Sandbox tenant seed."),
+        Setting(
+            "METRONOME_WEBHOOK_SECRET",
+            None,
+            "Signing secret of the Metronome webhook destination; the receiver refuses to start without it.",
+        ),
+        Setting(
+            "RETENTION_WEBHOOK_INBOX",
+            "data/webhook_inbox.sqlite3",
+            "SQLite inbox the webhook receiver appends to and the notifications sensor reads.",
+        ),
+        Setting(
+            "RETENTION_WEBHOOK_MAX_BODY_BYTES",
+            "1048576",
+            "Largest webhook body accepted; a larger one is answered 413 without being read.",
+        ),
+        Setting(
+            "CUSTOMERIO_SITE_ID",
+            None,
+            "Customer.io Track site id. Unset (with CUSTOMERIO_API_KEY): the embedded Customer.io sandbox.",
+        ),
+        Setting("CUSTOMERIO_API_KEY", None, "Customer.io Track API key (with CUSTOMERIO_SITE_ID)."),
+        Setting(
+            "CUSTOMERIO_APP_API_KEY", None, "Customer.io App API key: creating and counting manual segments."
+        ),
+        Setting("CUSTOMERIO_REGION", "us", "Customer.io workspace region (us or eu): picks the hosts."),
+        Setting("CUSTOMERIO_TRACK_URL", None, "Overrides the region's Track host (e.g. a loopback sandbox)."),
+        Setting("CUSTOMERIO_APP_URL", None, "Overrides the region's App API host."),
+        Setting(
+            "CUSTOMERIO_REQUESTS_PER_SECOND",
+            "100",
+            "Client-side Track API pace (docs disagree: 100 vs 1,000 req/s per workspace).",
+        ),
+        Setting(
+            "META_ACCESS_TOKEN",
+            None,
+            "Meta system-user token (ads_management). Unset: the embedded Meta sandbox.",
+        ),
+        Setting("META_AD_ACCOUNT_ID", None, "Meta ad account id (digits, with or without act_)."),
+        Setting(
+            "META_GRAPH_URL",
+            "https://graph.facebook.com/v25.0",
+            "Graph API base URL with the pinned version.",
+        ),
+        Setting(
+            "GOOGLE_ACCESS_TOKEN",
+            None,
+            "OAuth access token (scope datamanager) for Google Data Manager. Unset: the embedded sandbox.",
+        ),
+        Setting(
+            "GOOGLE_DATA_MANAGER_URL", "https://datamanager.googleapis.com", "Data Manager API base URL."
+        ),
     ]
 }
 

@@ -4,7 +4,7 @@ import dagster as dg
 
 from retention_pipeline.destinations import definitions as destinations
 from retention_pipeline.models import definitions as models
-from retention_pipeline.operations import jobs
+from retention_pipeline.operations import jobs, notifications
 from retention_pipeline.segments import definitions as segments
 from retention_pipeline.source import definitions as source
 from retention_pipeline.warehouse import DuckDBWarehouse
@@ -15,5 +15,6 @@ defs = dg.Definitions.merge(
     segments.defs,
     destinations.defs,
     jobs.defs,
+    notifications.defs,
     dg.Definitions(resources={"duckdb": DuckDBWarehouse()}),
 )

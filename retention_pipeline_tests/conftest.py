@@ -6,20 +6,16 @@ from datetime import UTC, datetime
 
 import dagster as dg
 import pytest
+
+from retention_pipeline.config import SETTINGS
 from retention_pipeline.source.sandbox.server import MetronomeSandbox
 from retention_pipeline.source.sandbox.tenant import TenantSpec, build_tenant
 
 NOW = datetime(2026, 11, 20, 10, 30, tzinfo=UTC)
 SMALL = TenantSpec(seed=7, customers=40, history_days=40, now=NOW)
 
-# Every variable the pipeline reads; each test starts with none of them set.
-PIPELINE_ENV = [
-    "METRONOME_BEARER_TOKEN", "METRONOME_API_URL", "RETENTION_DUCKDB_PATH", "RETENTION_CONTACTS_PATH",
-    "RETENTION_DEFAULT_PHONE_REGION", "RETENTION_USAGE_LOOKBACK_DAYS", "RETENTION_HISTORY_DAYS",
-    "RETENTION_HOURLY_HISTORY_DAYS", "RETENTION_METRONOME_CONCURRENCY", "RETENTION_METRONOME_MAX_RETRIES",
-    "RETENTION_METRONOME_TIMEOUT_S", "RETENTION_SANDBOX_NOW", "RETENTION_SANDBOX_CUSTOMERS", "RETENTION_SANDBOX_SEED", "RETENTION_ACTIVITY_METRIC",
-    "DAGSTER_HOME",
-]  # fmt: skip
+# Every variable the pipeline reads (config.SETTINGS); each test starts with none of them set.
+PIPELINE_ENV = [*SETTINGS, "DAGSTER_HOME"]
 
 
 @pytest.fixture(autouse=True)
@@ -27,6 +23,8 @@ def isolated_env(monkeypatch, tmp_path):
     for name in PIPELINE_ENV:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("RETENTION_DUCKDB_PATH", str(tmp_path / "retention.duckdb"))
+    monkeypatch.setenv("RETENTION_EXPORT_DIR", str(tmp_path / "exports"))
+    monkeypatch.setenv("RETENTION_WEBHOOK_INBOX", str(tmp_path / "inbox.sqlite3"))
     return tmp_path
 
 

@@ -26,7 +26,9 @@ def export_dir(override: str | None = None) -> Path:
     return path
 
 
-def export_partition(con: duckdb.DuckDBPyConnection, root: Path, cadence: str, partition_key: str) -> dict[str, int]:
+def export_partition(
+    con: duckdb.DuckDBPyConnection, root: Path, cadence: str, partition_key: str
+) -> dict[str, int]:
     """Write `<root>/<table>/cadence=<c>/partition=<key>.parquet` atomically (temp file, then rename)."""
     rows = {}
     for table, sql in EXPORTS.items():
@@ -36,5 +38,7 @@ def export_partition(con: duckdb.DuckDBPyConnection, root: Path, cadence: str, p
         tmp = target.with_suffix(".parquet.tmp")
         con.execute(f"COPY ({sql}) TO '{tmp}' (FORMAT parquet)", {"cadence": cadence, "pk": partition_key})
         os.replace(tmp, target)
-        rows[table] = con.execute(f"SELECT count(*) FROM ({sql})", {"cadence": cadence, "pk": partition_key}).fetchone()[0]
+        rows[table] = con.execute(
+            f"SELECT count(*) FROM ({sql})", {"cadence": cadence, "pk": partition_key}
+        ).fetchone()[0]
     return rows

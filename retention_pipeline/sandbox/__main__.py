@@ -34,6 +34,36 @@ def build_parser() -> argparse.ArgumentParser:
     metronome.add_argument("--usage-page-size", type=int, default=5000)
     metronome.add_argument("--bearer-token", default=None, help="required token; default accepts any bearer")
     metronome.set_defaults(run=_run_metronome)
+
+    customerio = systems.add_parser(
+        "customerio",
+        help="Customer.io Track v2 batch, manual segments, App API segments",
+        parents=[_server_flags()],
+    )
+    customerio.add_argument("--site-id", default=None, help="required Track user; default accepts any")
+    customerio.add_argument("--api-key", default=None, help="required Track key; default accepts any")
+    customerio.add_argument("--app-api-key", default=None, help="required App API key; default accepts any")
+    customerio.add_argument("--region", choices=("us", "eu"), default="us")
+    customerio.add_argument(
+        "--requests-per-second", type=float, default=None, help="answer 429 above this rate"
+    )
+    customerio.set_defaults(run=_run_customerio)
+
+    meta = systems.add_parser("meta", help="Meta custom audiences (Graph API)", parents=[_server_flags()])
+    meta.add_argument("--access-token", default=None, help="required token; default accepts any")
+    meta.add_argument("--ad-account-id", default="1234567890")
+    meta.add_argument("--graph-version", default="v25.0", help="version segment of the printed URL")
+    meta.add_argument(
+        "--requests-per-second", type=float, default=None, help="throttle (code 80003) above this"
+    )
+    meta.set_defaults(run=_run_meta)
+
+    google = systems.add_parser(
+        "google", help="Google Data Manager audience members", parents=[_server_flags()]
+    )
+    google.add_argument("--access-token", default=None, help="required token; default accepts any")
+    google.add_argument("--requests-per-second", type=float, default=None, help="answer 429 above this rate")
+    google.set_defaults(run=_run_google)
     return parser
 
 
@@ -85,6 +115,45 @@ def _run_metronome(args: argparse.Namespace) -> int:
     )
     sandbox = MetronomeSandbox(
         build_tenant(spec), bearer_token=args.bearer_token, usage_page_size=args.usage_page_size
+    )
+    with sandbox.serve(args.host, args.port) as server:
+        _serve_until_signalled(server.url)
+    return 0
+
+
+def _run_customerio(args: argparse.Namespace) -> int:
+    from retention_pipeline.destinations.sandbox.customerio import CustomerIoSandbox
+
+    sandbox = CustomerIoSandbox(
+        site_id=args.site_id,
+        api_key=args.api_key,
+        app_api_key=args.app_api_key,
+        region=args.region,
+        requests_per_second=args.requests_per_second,
+    )
+    with sandbox.serve(args.host, args.port) as server:
+        _serve_until_signalled(server.url)
+    return 0
+
+
+def _run_meta(args: argparse.Namespace) -> int:
+    from retention_pipeline.destinations.sandbox.meta import MetaSandbox
+
+    sandbox = MetaSandbox(
+        access_token=args.access_token,
+        ad_account_id=args.ad_account_id,
+        requests_per_second=args.requests_per_second,
+    )
+    with sandbox.serve(args.host, args.port) as server:
+        _serve_until_signalled(f"{server.url}/{args.graph_version}")  # ready to use as META_GRAPH_URL
+    return 0
+
+
+def _run_google(args: argparse.Namespace) -> int:
+    from retention_pipeline.destinations.sandbox.google import GoogleDataManagerSandbox
+
+    sandbox = GoogleDataManagerSandbox(
+        access_token=args.access_token, requests_per_second=args.requests_per_second
     )
     with sandbox.serve(args.host, args.port) as server:
         _serve_until_signalled(server.url)

@@ -1,0 +1,162 @@
+"""Destination resources: sandbox without credentials, real host with them, named errors for partial settings."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+
+from retention_pipeline.config import ConfigError
+from retention_pipeline.destinations.customerio import CustomerIoClient
+from retention_pipeline.destinations.identity import email_sha256
+from retention_pipeline.destinations.resources import (
+    CustomerIoResource,
+    GoogleDataManagerResource,
+    MetaResource,
+)
+from retention_pipeline.destinations.sandbox.customerio import CustomerIoSandbox
+from retention_pipeline.destinations.sandbox.meta import MetaSandbox
+
+DESTINATIONS = [
+    {"operatingAccount": {"accountType": "GOOGLE_ADS", "accountId": "1"}, "productDestinationId": "77"}
+]
+GRANTED = {"adUserData": "CONSENT_GRANTED", "adPersonalization": "CONSENT_GRANTED"}
+
+
+def test_without_credentials_each_resource_wires_its_sandbox():
+    cio = CustomerIoResource().connection()
+    segment = cio.client.create_segment("churn_risk")
+    cio.client.batch(
+        [{"type": "person", "identifiers": {"id": "42"}, "action": "identify", "attributes": {}}]
+    )
+    cio.client.segment_add(segment["id"], ["42"])
+    assert cio.mode == "sandbox" and cio.sandbox.segment_members(segment["id"]) == {"42"}
+
+    meta = MetaResource().connection()
+    audience = meta.client.create_audience("churn_risk")
+    meta.client.add_users(audience, ["EMAIL"], [[email_sha256("a@b.co")]], session_id=1)
+    assert meta.mode == "sandbox" and meta.sandbox.members(audience) == {email_sha256("a@b.co")}
+
+    google = GoogleDataManagerResource().connection()
+    member = {"userData": {"userIdentifiers": [{"emailAddress": email_sha256("a@b.co")}]}, "consent": GRANTED}
+    (result,) = google.client.ingest(DESTINATIONS, [member])
+    assert google.mode == "sandbox" and result.ok and google.sandbox.member_count("77") == 1
+
+
+@pytest.mark.parametrize(
+    ("resource", "env", "missing"),
+    [
+        (CustomerIoResource, {"CUSTOMERIO_SITE_ID": "site"}, "CUSTOMERIO_API_KEY"),
+        (CustomerIoResource, {"CUSTOMERIO_API_KEY": "key"}, "CUSTOMERIO_SITE_ID"),
+        (CustomerIoResource, {"CUSTOMERIO_APP_API_KEY": "app"}, "CUSTOMERIO_SITE_ID"),
+        (MetaResource, {"META_ACCESS_TOKEN": "token"}, "META_AD_ACCOUNT_ID"),
+        (MetaResource, {"META_AD_ACCOUNT_ID": "123"}, "META_ACCESS_TOKEN"),
+    ],
+)
+def test_partial_credentials_name_the_missing_variable(monkeypatch, resource, env, missing):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=missing) as caught:
+        resource().open()
+    assert not any(value in str(caught.value) for value in env.values())
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"CUSTOMERIO_REGION": "ap"}, "CUSTOMERIO_REGION"),
+        ({"CUSTOMERIO_SITE_ID": "s", "CUSTOMERIO_API_KEY": "k", "CUSTOMERIO_TRACK_URL": "ftp://x"}, "CUSTOMERIO_TRACK_URL"),
+        ({"CUSTOMERIO_SITE_ID": "s", "CUSTOMERIO_API_KEY": "k", "CUSTOMERIO_REQUESTS_PER_SECOND": "0"}, "CUSTOMERIO_REQUESTS_PER_SECOND"),
+        ({"META_ACCESS_TOKEN": "t", "META_AD_ACCOUNT_ID": "1", "META_GRAPH_URL": "https://graph.facebook.com"}, "META_GRAPH_URL"),
+        ({"META_ACCESS_TOKEN": "t", "META_AD_ACCOUNT_ID": "act_x1"}, "META_AD_ACCOUNT_ID"),
+    ],
+)  # fmt: skip
+def test_bad_settings_are_named(monkeypatch, env, named):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    resource = CustomerIoResource if named.startswith("CUSTOMERIO") else MetaResource
+    with pytest.raises(ConfigError, match=named):
+        resource().open()
+
+
+def test_region_picks_the_hosts(monkeypatch):
+    seen = []
+    monkeypatch.setattr(
+        CustomerIoClient, "account_region", lambda self: seen.append(self) or {"region": "eu"}
+    )
+    monkeypatch.setenv("CUSTOMERIO_SITE_ID", "site")
+    monkeypatch.setenv("CUSTOMERIO_API_KEY", "key")
+    monkeypatch.setenv("CUSTOMERIO_REGION", "eu")
+
+    connection = CustomerIoResource().open()
+
+    assert connection.mode == "api" and connection.base_url == "https://track-eu.customer.io"
+    assert seen[0].app_url == "https://api-eu.customer.io"
+    monkeypatch.setenv("CUSTOMERIO_REGION", "us")
+    with pytest.raises(ConfigError, match="CUSTOMERIO_REGION='us' but the workspace is in 'eu'"):
+        CustomerIoResource().open()
+
+
+class TestWithCredentials:
+    """Credentials set and URLs pointed at a loopback sandbox: the resources behave as against the real hosts."""
+
+    @pytest.fixture
+    def sandbox(self):
+        return CustomerIoSandbox(site_id="site", api_key="track-key", app_api_key="app-key")
+
+    def test_customerio_real_mode(self, monkeypatch, server, sandbox):
+        for name, value in {"CUSTOMERIO_SITE_ID": "site", "CUSTOMERIO_API_KEY": "track-key",
+                            "CUSTOMERIO_APP_API_KEY": "app-key", "CUSTOMERIO_TRACK_URL": server.url,
+                            "CUSTOMERIO_APP_URL": server.url}.items():  # fmt: skip
+            monkeypatch.setenv(name, value)
+        connection = CustomerIoResource().open()
+        assert (connection.mode, connection.base_url, connection.sandbox) == ("api", server.url, None)
+        assert connection.client.create_segment("s")["id"] == 1
+        assert sandbox.requests[0].path == "/api/v1/accounts/region"  # the probe
+
+        monkeypatch.setenv("CUSTOMERIO_API_KEY", "stale-key")
+        with pytest.raises(ConfigError, match="CUSTOMERIO_API_KEY") as caught:
+            CustomerIoResource().open()
+        assert "stale-key" not in str(caught.value)
+
+
+class TestMetaWithCredentials:
+    @pytest.fixture
+    def sandbox(self):
+        return MetaSandbox(access_token="token", ad_account_id="42")
+
+    def test_meta_real_mode_probes_the_ad_account(self, monkeypatch, server, sandbox):
+        monkeypatch.setenv("META_ACCESS_TOKEN", "token")
+        monkeypatch.setenv("META_GRAPH_URL", f"{server.url}/v25.0")
+        monkeypatch.setenv("META_AD_ACCOUNT_ID", "act_42")
+        assert MetaResource().open().mode == "api"
+
+        monkeypatch.setenv("META_AD_ACCOUNT_ID", "43")
+        with pytest.raises(ConfigError, match="META_AD_ACCOUNT_ID"):
+            MetaResource().open()
+
+
+def test_resources_in_a_dagster_run(instance):
+    @dg.asset
+    def activated(
+        customerio: CustomerIoResource, meta: MetaResource, google: GoogleDataManagerResource
+    ) -> dict:
+        """Touches each destination once through its run-time connection."""
+        cio = customerio.connection()
+        segment = cio.client.create_segment("s")
+        return {
+            "cio": cio.client.segment_add(segment["id"], ["nobody"])[0].ok,
+            "meta": meta.connection().client.create_audience("a") != "",
+            "google": google.connection().mode,
+        }
+
+    result = dg.materialize(
+        [activated],
+        resources={
+            "customerio": CustomerIoResource(),
+            "meta": MetaResource(),
+            "google": GoogleDataManagerResource(),
+        },
+        instance=instance,
+    )
+    assert result.success
+    assert result.output_for_node("activated") == {"cio": True, "meta": True, "google": "sandbox"}
