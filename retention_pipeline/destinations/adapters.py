@@ -29,7 +29,9 @@ def _session_id(*parts: object) -> int:
     return int.from_bytes(digest[:8], "big") % (2**62) + 1
 
 
-def _outcomes(changes: list[Change], ok: list[bool], reasons: list[str | None], request_ids: list[str | None]):
+def _outcomes(
+    changes: list[Change], ok: list[bool], reasons: list[str | None], request_ids: list[str | None]
+):
     return [
         ItemResult(c.member_key, c.operation, good, None if good else reason, request_id)
         for c, good, reason, request_id in zip(changes, ok, reasons, request_ids, strict=True)
@@ -52,7 +54,9 @@ class CustomerIoAdapter:
         adds = sum(c.operation == "add" for c in changes)
         removes = sum(c.operation == "remove" for c in changes)
         mapped = 1 if changes and self._mapped(changes) else 0
-        return batches + mapped * (math.ceil(adds / CUSTOMERIO_SEGMENT_IDS) + math.ceil(removes / CUSTOMERIO_SEGMENT_IDS))
+        return batches + mapped * (
+            math.ceil(adds / CUSTOMERIO_SEGMENT_IDS) + math.ceil(removes / CUSTOMERIO_SEGMENT_IDS)
+        )
 
     def _mapped(self, changes: list[Change]) -> bool:
         return bool(self.segment_ids)
@@ -86,7 +90,11 @@ class CustomerIoAdapter:
                     # Same segment, person, change and partition → same id, so a retried send is dropped.
                     "id": make_event_id(segment, change.member_key, name, context.partition_key),
                     "timestamp": timestamp,
-                    "attributes": {"segment": segment, "tier": payload.get("tier"), "reason": payload.get("reason")},
+                    "attributes": {
+                        "segment": segment,
+                        "tier": payload.get("tier"),
+                        "reason": payload.get("reason"),
+                    },
                 }
             )
         return ops
@@ -155,7 +163,9 @@ class _AdAdapter:
         request_ids: list[str | None] = [None] * len(changes)
         for action in ("remove", "add"):  # an update removes the old identifiers before adding the new ones
             positions = [
-                i for i, c in enumerate(changes) if c.operation == action or (c.operation == "update" and ok[i])
+                i
+                for i, c in enumerate(changes)
+                if c.operation == action or (c.operation == "update" and ok[i])
             ]
             if not positions:
                 continue

@@ -169,7 +169,9 @@ def build_sync_asset(cadence: str, segments: list[Segment]) -> dg.AssetsDefiniti
             for r in reports
             if r.people and 100 * r.with_identifier / r.people < threshold
         ]
-        metadata = _metadata(reports, dry_run, blocked, stale) | {f"exported_{k}": v for k, v in exported.items()}
+        metadata = _metadata(reports, dry_run, blocked, stale) | {
+            f"exported_{k}": v for k, v in exported.items()
+        }
         return dg.MaterializeResult(
             metadata=metadata,
             check_results=[

@@ -364,3 +364,28 @@ def test_segment_5xx_exhausted_is_a_failed_result(client, sandbox):
     sandbox.faults.add(r"/add_customers$", 500, times=10)
     (result,) = client.segment_add(segment_id, ["a"])
     assert (result.ok, result.status, result.reason, result.attempts) == (False, 500, "server_error", 4)
+
+
+def test_reject_ops_rule_forces_a_207(client, sandbox):
+    sandbox.reject_ops(lambda op: "blocked_event" if op.get("name") == "spam" else None)
+    results = client.batch([event("42", "spam"), event("42", "fine")])
+    assert [(r.ok, r.reason) for r in results] == [(False, "blocked_event"), (True, None)]
+
+
+def test_sandbox_app_api_segment_lifecycle(client, server, sandbox):
+    client.batch([identify(f"p{i}", email=f"p{i}@example.com") for i in range(3)])
+    segment_id = client.create_segment("vip", "top accounts")["id"]
+    client.segment_add(segment_id, ["p0", "p1", "p2"])
+    app = {"Authorization": f"Bearer {APP_KEY}"}
+
+    listed = httpx.get(f"{server.url}/v1/segments", headers=app).json()["segments"]
+    first = httpx.get(f"{server.url}/v1/segments/{segment_id}/membership?limit=2", headers=app).json()
+    rest = httpx.get(
+        f"{server.url}/v1/segments/{segment_id}/membership?limit=2&start={first['next']}", headers=app
+    )
+
+    assert [s["name"] for s in listed] == ["vip"] and listed[0]["type"] == "manual"
+    assert first["ids"] == ["p0", "p1"] and rest.json()["ids"] == ["p2"] and "next" not in rest.json()
+    assert first["identifiers"][0]["email"] == "p0@example.com"
+    assert httpx.delete(f"{server.url}/v1/segments/{segment_id}", headers=app).status_code == 204
+    assert httpx.get(f"{server.url}/v1/segments/{segment_id}", headers=app).status_code == 404

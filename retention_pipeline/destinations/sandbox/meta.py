@@ -32,7 +32,7 @@ SCHEMA_KEYS = HASHED_KEYS | {
 MATCH_KEYS = HASHED_KEYS | {"EXTERN_ID", "MADID", "MOBILE_ADVERTISER_ID"}
 CUSTOMER_FILE_SOURCES = ("USER_PROVIDED_ONLY", "PARTNER_PROVIDED_ONLY", "BOTH_USER_AND_PARTNER_PROVIDED")
 MAX_SAMPLES = 100
-_VERSION = re.compile(r"/v\d+\.\d+(?=/)")
+_VERSION = re.compile(r"^/v\d+\.\d+(?=/)")
 
 
 class _GraphError(Exception):
@@ -48,7 +48,11 @@ def _invalid(message: str, subcode: int | None = None) -> _GraphError:
 
 
 class MetaSandbox(RecordingSandbox):
-    """One ad account with its custom audiences. `access_token=None` accepts any non-empty token."""
+    """One ad account with its custom audiences. `access_token=None` accepts any non-empty token.
+
+    Over `requests_per_second` it answers the custom_audience throttle: Graph sends those as HTTP 400 with code
+    80003, not as 429 (`throttle_status` changes the status, to exercise clients against either).
+    """
 
     def __init__(
         self,
@@ -58,11 +62,13 @@ class MetaSandbox(RecordingSandbox):
         requests_per_second: float | None = None,
         max_rows: int = 10_000,
         regain_access_minutes: int = 0,
+        throttle_status: int = 400,
     ) -> None:
         super().__init__(requests_per_second)
         self.ad_account_id = ad_account_id.removeprefix("act_")
         self.max_rows = max_rows
         self.regain_access_minutes = regain_access_minutes
+        self.throttle_status = throttle_status
         self._access_token = access_token
         self._audience_ids = (str(n) for n in itertools.count(23850000000000001))
         self._audiences: dict[str, dict] = {}
@@ -121,10 +127,9 @@ class MetaSandbox(RecordingSandbox):
             ]
         }
         error = _GraphError(
-            400,
+            self.throttle_status,
             80003,
             "There have been too many calls to this ad-account. Wait a bit and try again.",
-            2446079,
             is_transient=True,
         )
         return _graph_error(error, {"X-Business-Use-Case-Usage": json.dumps(usage)})

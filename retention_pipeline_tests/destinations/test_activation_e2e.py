@@ -1,0 +1,198 @@
+"""Activation end to end: the daily job on the Metronome sandbox, destinations as real loopback servers."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import dagster as dg
+import duckdb
+import pytest
+
+from retention_pipeline.definitions import defs
+from retention_pipeline.destinations.sandbox.customerio import CustomerIoSandbox
+from retention_pipeline.destinations.sandbox.google import GoogleDataManagerSandbox
+from retention_pipeline.destinations.sandbox.meta import MetaSandbox
+from retention_pipeline.warehouse import resolve_duckdb_path
+
+DAY = "2026-11-19"
+SYNC = dg.AssetKey(["sync", "activation_daily"])
+SEGMENTS = ("usage_drop_wow", "renewal_7d_low_activity", "winback_lapsed_45_120")
+
+
+@pytest.fixture
+def destinations(monkeypatch, tmp_path):
+    """Customer.io, Meta and Google sandboxes on loopback ports, the pipeline pointed at them with credentials."""
+    cio, meta, google = (
+        CustomerIoSandbox(),
+        MetaSandbox(ad_account_id="1234567890"),
+        GoogleDataManagerSandbox(),
+    )
+    servers = [cio.serve(), meta.serve(), google.serve()]
+    routing = {
+        "customerio": {"manual_segments": {s: cio.create_segment(s) for s in SEGMENTS}},
+        "meta": {"audiences": {s: meta.create_audience(s) for s in SEGMENTS}, "min_audience_floor": 0},
+        "google": {"operating_account": {"accountType": "GOOGLE_ADS", "accountId": "1"},
+                   "user_lists": {s: f"list-{s}" for s in SEGMENTS}},
+    }  # fmt: skip
+    (tmp_path / "destinations.yaml").write_text(json.dumps(routing))
+    env = {
+        "RETENTION_DESTINATIONS_CONFIG": str(tmp_path / "destinations.yaml"),
+        "CUSTOMERIO_SITE_ID": "site", "CUSTOMERIO_API_KEY": "track-key",
+        "CUSTOMERIO_TRACK_URL": servers[0].url, "CUSTOMERIO_APP_URL": servers[0].url,
+        "META_ACCESS_TOKEN": "meta-token", "META_AD_ACCOUNT_ID": "1234567890", "META_GRAPH_URL": f"{servers[1].url}/v25.0",
+        "GOOGLE_ACCESS_TOKEN": "google-token", "GOOGLE_DATA_MANAGER_URL": servers[2].url,
+        "RETENTION_SANDBOX_NOW": "2026-11-20T10:30:00Z", "RETENTION_SANDBOX_CUSTOMERS": "60",
+        "RETENTION_HISTORY_DAYS": "30", "RETENTION_HOURLY_HISTORY_DAYS": "2",
+    }  # fmt: skip
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    yield cio, meta, google, routing
+    for server in servers:
+        server.close()
+
+
+def run_daily(only_sync: bool = False, **config):
+    run_config = {"ops": {"sync__activation_daily": {"config": config}}} if config else None
+    result = defs.resolve_job_def("daily_retention").execute_in_process(
+        partition_key=DAY, asset_selection=[SYNC] if only_sync else None, run_config=run_config
+    )
+    assert result.success
+    return result
+
+
+def db(sql, params=None):
+    with duckdb.connect(str(resolve_duckdb_path())) as con:
+        return con.execute(sql, params or []).fetchall()
+
+
+def desired(segment, destination):
+    return {r[0] for r in db(
+        "SELECT person_id FROM segments.audiences WHERE segment = ? AND destination = ?", [segment, destination]
+    )}  # fmt: skip
+
+
+def state_email_hashes(segment):
+    return {r[0] for r in db(
+        "SELECT json_extract_string(payload, '$.EMAIL') FROM sync.destination_state "
+        "WHERE segment = ? AND destination = 'meta'", [segment])} - {""}  # fmt: skip
+
+
+def meta_emails(meta, routing, segment):
+    return meta.members(routing["meta"]["audiences"][segment], "EMAIL")
+
+
+def destination_requests(*sandboxes):
+    """Requests that could change a destination (the resources' one credential probe per run is a GET)."""
+    return sum(1 for s in sandboxes for r in s.requests if r.method != "GET")
+
+
+def test_first_run_adds_a_rerun_sends_nothing_and_a_leaver_is_removed(destinations):
+    cio, meta, google, routing = destinations
+    run_daily()
+    for segment in SEGMENTS:
+        people = desired(segment, "customerio")
+        assert cio.segment_members(routing["customerio"]["manual_segments"][segment]) == people
+        entered = {e["identifiers"]["id"] for e in cio.accepted_events()
+                   if e["name"] == "segment_entered" and e["attributes"]["segment"] == segment}  # fmt: skip
+        assert entered == people
+        expected_hashes = state_email_hashes(segment)
+        assert meta_emails(meta, routing, segment) == expected_hashes
+        assert all(len(h) == 64 for h in expected_hashes)  # hashed, never raw
+        assert google.member_count(f"list-{segment}") == len(desired(segment, "google"))
+    assert db("SELECT count(*) FROM sync.ledger")[0][0] == destination_requests(cio, meta, google) > 0
+
+    before = destination_requests(cio, meta, google)
+    run_daily()
+    assert destination_requests(cio, meta, google) == before  # nothing changed → zero requests
+
+    segment = "usage_drop_wow"
+    leaver = sorted(desired(segment, "meta"))[0]
+    customer = db("SELECT customer_id FROM raw.contacts WHERE person_id = ?", [leaver])[0][0]
+    db("DELETE FROM segments.members WHERE segment = ? AND customer_id = ?", [segment, customer])
+    run_daily(only_sync=True)
+    assert leaver not in {r[0] for r in db(
+        "SELECT member_key FROM sync.destination_state WHERE segment = ?", [segment])}  # fmt: skip
+    assert meta_emails(meta, routing, segment) == state_email_hashes(segment)
+    exited = [e for e in cio.accepted_events() if e["name"] == "segment_exited"]
+    assert {e["identifiers"]["id"] for e in exited} >= {leaver}
+
+
+def test_suppressed_member_leaves_ad_audiences_but_keeps_customerio(destinations):
+    cio, meta, google, routing = destinations
+    run_daily()
+    segment = "usage_drop_wow"
+    person = sorted(desired(segment, "meta"))[0]
+    customer, as_of = db(
+        "SELECT customer_id, as_of FROM segments.members WHERE segment = ? AND person_id = ?",
+        [segment, person],
+    )[0]
+    # The account lands in the latest do_not_retarget partition (as the hourly job would put it there).
+    db("INSERT INTO segments.partitions VALUES ('do_not_retarget', 'hourly', 'test', ?, 1, 1, 0, 1, 0, NULL, NULL, "
+       "NULL, 'ok', NULL, now())", [as_of])  # fmt: skip
+    db("INSERT INTO segments.members VALUES ('do_not_retarget', 'hourly', 'test', ?, ?, ?, NULL, false, 'test')",
+       [as_of, customer, person])  # fmt: skip
+    run_daily(only_sync=True)
+    assert meta_emails(meta, routing, segment) == state_email_hashes(segment)
+    assert person not in {r[0] for r in db(
+        "SELECT member_key FROM sync.destination_state WHERE destination IN ('meta', 'google')")}  # fmt: skip
+    attributes = cio.person(id=person)["attributes"]
+    assert attributes[f"rp_{segment}_tier"] in ("high", "low")  # still a Customer.io member
+    assert not [e for e in cio.accepted_events() if e["name"] == "segment_exited"]
+
+
+def test_a_207_rejection_is_recorded_and_retried_next_run(destinations):
+    cio, meta, google, routing = destinations
+    run_daily(dry_run=True)  # learn who will be sent, send nothing
+    assert destination_requests(cio, meta, google) == 0
+    person = sorted(desired("usage_drop_wow", "customerio"))[0]
+    cio.reject_identifiers(person)
+    run_daily()
+    assert db(
+        "SELECT DISTINCT status FROM sync.ledger_items WHERE destination = 'customerio' AND member_key = ?",
+        [person],
+    ) == [("rejected",)]
+    cio._rejected.clear()  # the destination accepts the person again
+    run_daily(only_sync=True)
+    assert ("acked",) in db(
+        "SELECT status FROM sync.ledger_items WHERE destination = 'customerio' AND member_key = ?", [person]
+    )
+    assert cio.person(id=person)["attributes"]["rp_usage_drop_wow_tier"] in ("high", "low")
+
+
+def test_a_process_killed_mid_sync_reconverges_without_duplicate_events(destinations):
+    cio, meta, google, routing = destinations
+    defs.resolve_job_def("daily_retention").execute_in_process(
+        partition_key=DAY, asset_selection=[k for k in defs.resolve_job_def("daily_retention").asset_layer
+                                            .executable_asset_keys if k != SYNC])  # fmt: skip
+    # The first manual-segment call stalls (the batch with its events was already accepted): kill -9 then.
+    cio.faults.add(r"/add_customers$", 429, headers={"Retry-After": "30"})
+    code = (
+        "from retention_pipeline.definitions import defs; import dagster as dg; "
+        f"defs.resolve_job_def('daily_retention').execute_in_process(partition_key='{DAY}', "
+        "asset_selection=[dg.AssetKey(['sync', 'activation_daily'])])"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], env=os.environ.copy())
+    deadline = time.monotonic() + 60
+    while not any(r.path.endswith("/add_customers") for r in cio.requests):
+        assert time.monotonic() < deadline and child.poll() is None, "sync never reached the stalled call"
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    accepted_before = len(cio.accepted_events())
+    assert accepted_before > 0 and db("SELECT count(*) FROM sync.destination_state")[0][0] == 0
+
+    run_daily(only_sync=True)
+
+    events = cio.accepted_events()
+    keys = [(e["identifiers"]["id"], e["attributes"]["segment"], e["name"]) for e in events]
+    assert len(keys) == len(set(keys))  # no duplicate effect: every event accepted once
+    assert cio.duplicate_events_dropped >= accepted_before  # the resend carried the same ids
+    for segment in SEGMENTS:
+        assert cio.segment_members(routing["customerio"]["manual_segments"][segment]) == desired(
+            segment, "customerio"
+        )
+        assert google.member_count(f"list-{segment}") == len(desired(segment, "google"))
+    assert db("SELECT count(*) FROM sync.ledger_items WHERE status = 'unacknowledged'")[0][0] > 0
