@@ -22,6 +22,7 @@ from typing import Protocol
 import duckdb
 import pandas as pd
 
+from retention_pipeline.destinations.identity import IDENTITY_MACROS_SQL
 from retention_pipeline.segments.project import AD_DESTINATIONS, Segment
 
 Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
@@ -58,13 +59,13 @@ CREATE TABLE IF NOT EXISTS sync.coverage (
 );
 """
 
-# Identifiers per destination, normalized and hashed in DuckDB (email: trim + lowercase, already done in
-# raw.contacts.email_normalized; phones from E.164: Meta wants digits only, Google keeps the '+').
+# Identifiers per destination, normalized and hashed in DuckDB by the identity macros (email: trim + lowercase;
+# phones from E.164: Meta hashes the digits only, Google keeps the '+'). Raw email/phone never reach ad payloads.
 DESIRED_SQL = """
 CREATE OR REPLACE TEMP TABLE sync_desired AS
 WITH people AS (
     SELECT a.segment, a.destination, a.as_of, a.cadence, a.customer_id, a.person_id, a.tier, a.reason,
-           c.email_normalized AS email, c.phone_e164 AS phone
+           norm_email(c.email) AS email, c.phone_e164 AS phone
     FROM segments.audiences AS a
     LEFT JOIN raw.contacts AS c USING (customer_id, person_id)
     WHERE a.segment IN (SELECT unnest($segments::VARCHAR[]))
@@ -86,12 +87,11 @@ payloads AS (
                     'days_until_credits_depleted', round(f.days_until_credits_depleted, 1),
                     'credit_used_pct', round(f.credit_used_pct, 1), 'has_failed_payment', f.has_failed_payment))
             END
-            WHEN 'meta' THEN CASE WHEN p.email IS NOT NULL OR p.phone IS NOT NULL THEN json_object(
-                'EMAIL', coalesce(sha256(p.email), ''),
-                'PHONE', coalesce(sha256(nullif(ltrim(regexp_replace(p.phone, '[^0-9]', '', 'g'), '0'), '')), ''))
+            WHEN 'meta' THEN CASE WHEN p.email IS NOT NULL OR meta_phone(p.phone) IS NOT NULL THEN json_object(
+                'EMAIL', coalesce(sha256(p.email), ''), 'PHONE', coalesce(meta_phone_sha256(p.phone), ''))
             END
-            WHEN 'google' THEN CASE WHEN p.email IS NOT NULL OR p.phone IS NOT NULL THEN json_object(
-                'emailAddress', sha256(p.email), 'phoneNumber', sha256(p.phone))
+            WHEN 'google' THEN CASE WHEN p.email IS NOT NULL OR google_phone(p.phone) IS NOT NULL THEN json_object(
+                'emailAddress', sha256(p.email), 'phoneNumber', google_phone_sha256(p.phone))
             END
         END AS payload
     FROM people AS p
@@ -206,6 +206,7 @@ def payload_hash(payload: dict) -> str:
 
 def compute_plan(con: duckdb.DuckDBPyConnection, segments: list[str]) -> None:
     """sync_desired and sync_plan (temp tables) for the given segments; columnar, in DuckDB."""
+    con.execute(IDENTITY_MACROS_SQL)
     con.execute(DESIRED_SQL, {"segments": segments})
     con.execute(PLAN_SQL, {"segments": segments})
 

@@ -1,6 +1,8 @@
 """The delta-sync engine against a scripted destination: plans, ledger, retries, convergence."""
 
 import dataclasses
+import hashlib
+import json
 from datetime import datetime
 
 import pytest
@@ -54,7 +56,9 @@ def world(tmp_path):
     people = [{"customer_id": f"a{i}", "person_id": f"a{i}-p", "marketing_consent": True} for i in range(10)]
     with warehouse.connect() as con:
         prepare(con, people)
-        con.execute("UPDATE raw.contacts SET email_normalized = person_id || '@example.com'")
+        con.execute(
+            "UPDATE raw.contacts SET email = person_id || '@example.com', email_normalized = person_id || '@example.com'"
+        )
     return warehouse, segments
 
 
@@ -145,3 +149,25 @@ def test_dry_run_plans_but_sends_nothing_and_blocked_segments_are_skipped(world)
     assert (
         drop.skipped == "size guard blocked this segment" and meta.calls == [] and state(warehouse) == set()
     )
+
+
+def test_ad_payloads_are_normalized_then_hashed_per_platform(world):
+    """Published vectors: sha256("mary@example.com"), sha256("15559876543") for Meta, E.164 with '+' for Google."""
+    warehouse, segments = world
+    with warehouse.connect() as con:
+        con.execute("UPDATE raw.contacts SET email = '  Mary@Example.COM ', phone_e164 = '+15559876543' "
+                    "WHERE person_id = 'a0-p'")  # fmt: skip
+    materialize(warehouse, segments, [{"customer_id": "a0", **DROP}])
+    sync(warehouse, segments, {"meta": ScriptedDestination("meta"), "google": ScriptedDestination("google")})
+    with warehouse.connect() as con:
+        payloads = dict(con.execute(
+            "SELECT destination, CAST(payload AS VARCHAR) FROM sync.destination_state WHERE member_key = 'a0-p' "
+            "AND segment = 'usage_drop_wow'").fetchall())  # fmt: skip
+    assert json.loads(payloads["meta"]) == {
+        "EMAIL": "f1904cf1a9d73a55fa5de0ac823c4403ded71afd4c3248d00bdcd0866552bb79",
+        "PHONE": "1ef970831d7963307784fa8688e8fce101a15685d62aa765fed23f3a2c576a4e",
+    }
+    google = json.loads(payloads["google"])
+    assert google["emailAddress"] == "f1904cf1a9d73a55fa5de0ac823c4403ded71afd4c3248d00bdcd0866552bb79"
+    assert google["phoneNumber"] == hashlib.sha256(b"+15559876543").hexdigest()
+    assert "mary" not in payloads["meta"].lower() + payloads["google"].lower()
