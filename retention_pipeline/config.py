@@ -69,9 +69,19 @@ SETTINGS: dict[str, Setting] = {
             "Billable metric (name or id) that measures activity. Unset: the tenant's only metric, else api_calls.",
         ),
         Setting("RETENTION_DRY_RUN", "0", "1/true: syncs compute and show their plan but send nothing."),
-        Setting("RETENTION_EXPORT_DIR", "data/exports", "Folder for the warehouse destination's Parquet files."),
-        Setting("RETENTION_COVERAGE_MIN_PCT", "50", "Coverage check warns below this % of people with an identifier."),
-        Setting("RETENTION_DESTINATIONS_CONFIG", None, "YAML mapping segments to destination ids (default: destinations.yaml)."),
+        Setting(
+            "RETENTION_EXPORT_DIR", "data/exports", "Folder for the warehouse destination's Parquet files."
+        ),
+        Setting(
+            "RETENTION_COVERAGE_MIN_PCT",
+            "50",
+            "Coverage check warns below this % of people with an identifier.",
+        ),
+        Setting(
+            "RETENTION_DESTINATIONS_CONFIG",
+            None,
+            "YAML mapping segments to destination ids (default: destinations.yaml).",
+        ),
         Setting("RETENTION_SANDBOX_NOW", None, "Pins the sandbox clock (ISO-8601, UTC). Unset: now."),
         Setting("RETENTION_SANDBOX_CUSTOMERS", "300", "Sandbox tenant size."),
         Setting("RETENTION_SANDBOX_SEED", "42", "Sandbox tenant seed."),

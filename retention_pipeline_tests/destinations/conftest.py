@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from retention_pipeline.source.sandbox.server import LoopbackServer
+from retention_pipeline.sandbox.http import LoopbackServer
 
 
 class _Switch:

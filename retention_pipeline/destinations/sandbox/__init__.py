@@ -14,7 +14,7 @@ from collections import deque
 
 import httpx
 
-from retention_pipeline.source.sandbox.server import FaultInjector, LoopbackServer, RecordedRequest
+from retention_pipeline.sandbox.http import FaultInjector, LoopbackServer, RecordedRequest
 
 
 class RecordingSandbox:
