@@ -71,10 +71,7 @@ def run(day: str | None, hour: str | None, skip_hourly: bool) -> int:
         if not result.success:
             for event in result.all_events:
                 if event.is_step_failure:
-                    error = event.step_failure_data.error
-                    print(
-                        f"✗ {event.step_key}: {error.message.strip() if error else 'failed'}", file=sys.stderr
-                    )
+                    print(f"✗ {event.step_key}: {root_cause(event.step_failure_data.error)}", file=sys.stderr)
             print(f"{job_name} failed (run {result.run_id}).", file=sys.stderr)
             return 1
         print(f"✓ {job_name} {partition} in {time.monotonic() - started:.1f}s (run {result.run_id})")

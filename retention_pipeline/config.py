@@ -68,6 +68,16 @@ SETTINGS: dict[str, Setting] = {
             None,
             "Billable metric (name or id) that measures activity. Unset: the tenant's only metric, else api_calls.",
         ),
+        Setting(
+            "RETENTION_ATTRIBUTION_DAYS",
+            "7",
+            "Added Revenue counts invoices up to this many days after exit.",
+        ),
+        Setting(
+            "RETENTION_LIFT_WINDOW_DAYS",
+            "14",
+            "Holdout lift: days after entry in which the outcome must happen.",
+        ),
         Setting("RETENTION_DRY_RUN", "0", "1/true: syncs compute and show their plan but send nothing."),
         Setting(
             "RETENTION_EXPORT_DIR", "data/exports", "Folder for the warehouse destination's Parquet files."

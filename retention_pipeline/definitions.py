@@ -3,6 +3,7 @@
 import dagster as dg
 
 from retention_pipeline.destinations import definitions as destinations
+from retention_pipeline.measurement import definitions as measurement
 from retention_pipeline.models import definitions as models
 from retention_pipeline.operations import jobs, notifications
 from retention_pipeline.segments import definitions as segments
@@ -14,6 +15,7 @@ defs = dg.Definitions.merge(
     models.defs,
     segments.defs,
     destinations.defs,
+    measurement.defs,
     jobs.defs,
     notifications.defs,
     dg.Definitions(resources={"duckdb": DuckDBWarehouse()}),

@@ -3,6 +3,10 @@ description: >
   Retention signals per customer, as of the end of a partition (stable contract). One row per
   (customer_id, cadence, as_of). Only data before as_of is used, so a backfilled partition gives the same answer.
 materialized: table
+metrics: >
+  SELECT count(*) FILTER (WHERE wow_usage_change_pct <= -40) AS accounts_dropping_40pct,
+         count(*) FILTER (WHERE has_failed_payment) AS accounts_failed_payment,
+         avg(usage_7d) AS mean_usage_7d FROM {{ this }}
 partitioned_by: cadence
 cadences: [hourly, daily]
 columns:

@@ -14,6 +14,7 @@ from retention_pipeline.destinations.resources import (
 )
 from retention_pipeline.destinations.routing import Routing, load_routing
 from retention_pipeline.destinations.sync import DestinationReport, SyncContext, ensure_tables, run_sync
+from retention_pipeline.models.assets import WRITES
 from retention_pipeline.partitions import BY_CADENCE
 from retention_pipeline.segments.engine import ensure_tables as ensure_segment_tables
 from retention_pipeline.segments.project import Segment
@@ -104,7 +105,10 @@ def build_sync_asset(cadence: str, segments: list[Segment]) -> dg.AssetsDefiniti
             f"Pushes only what changed in the {cadence} segments since the last acknowledged sync to Customer.io, "
             "Meta and Google (sync.ledger, sync.destination_state) and exports the partition as Parquet."
         ),
-        metadata={"dagster/table_name": "sync.destination_state"},
+        metadata={
+            "dagster/table_name": "sync.destination_state",
+            WRITES: "sync.ledger, sync.ledger_items, sync.coverage, sync.last_plan, sync.runs",
+        },
         check_specs=[dg.AssetCheckSpec("identifier_coverage", asset=key)],
     )
     def _asset(

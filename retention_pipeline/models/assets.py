@@ -12,7 +12,7 @@ from datetime import datetime
 import dagster as dg
 import duckdb
 
-from retention_pipeline.config import env
+from retention_pipeline.config import env, positive_int
 from retention_pipeline.models.project import THIS, Model
 from retention_pipeline.partitions import BY_CADENCE
 from retention_pipeline.warehouse import DuckDBWarehouse
@@ -24,22 +24,36 @@ def model_key(model: Model, cadence: str | None = None) -> dg.AssetKey:
     return dg.AssetKey([model.schema, f"{model.name}_{cadence}" if cadence else model.name])
 
 
+WRITES = "retention/writes"  # metadata: comma-separated tables an asset writes besides dagster/table_name
+
+
 def table_producers(assets: Iterable[dg.AssetsDefinition]) -> dict[str, list[dg.AssetKey]]:
-    """schema.table → the asset keys that write it, from each asset's `dagster/table_name` metadata."""
+    """schema.table → the asset keys that write it, from `dagster/table_name` and `retention/writes` metadata."""
     producers: dict[str, list[dg.AssetKey]] = {}
     for assets_def in assets:
-        for key, spec in ((s.key, s) for s in assets_def.specs):
-            table = (spec.metadata or {}).get("dagster/table_name")
-            if table:
-                producers.setdefault(str(table), []).append(key)
+        for spec in assets_def.specs:
+            metadata = spec.metadata or {}
+            tables = {str(metadata["dagster/table_name"])} if metadata.get("dagster/table_name") else set()
+            tables |= {t.strip() for t in str(metadata.get(WRITES, "")).split(",") if t.strip()}
+            for table in sorted(tables):
+                producers.setdefault(table, []).append(spec.key)
     return producers
 
 
 def set_run_variables(con: duckdb.DuckDBPyConnection, cadence: str | None, as_of: datetime | None) -> None:
-    """The variables model SQL may read with getvariable(): as_of, cadence, activity_metric."""
+    """The variables model SQL may read with getvariable(): as_of, cadence, activity_metric, attribution_days,
+    lift_window_days."""
     con.execute("SET VARIABLE as_of = ?::TIMESTAMP", [as_of.replace(tzinfo=None) if as_of else None])
     con.execute("SET VARIABLE cadence = ?::VARCHAR", [cadence])
     con.execute("SET VARIABLE activity_metric = ?::VARCHAR", [env("RETENTION_ACTIVITY_METRIC")])
+    con.execute(
+        "SET VARIABLE attribution_days = ?::INTEGER",
+        [positive_int("RETENTION_ATTRIBUTION_DAYS", minimum=0, maximum=365)],
+    )
+    con.execute(
+        "SET VARIABLE lift_window_days = ?::INTEGER",
+        [positive_int("RETENTION_LIFT_WINDOW_DAYS", maximum=365)],
+    )
 
 
 def build_model(con: duckdb.DuckDBPyConnection, model: Model) -> int:
@@ -114,6 +128,16 @@ def run_tests(con: duckdb.DuckDBPyConnection, model: Model, key: dg.AssetKey) ->
     return results
 
 
+def run_metrics(con: duckdb.DuckDBPyConnection, model: Model) -> dict[str, float]:
+    """The model's `metrics` query (one row) as numeric metadata; NULLs are reported as 0."""
+    if not model.metrics_sql:
+        return {}
+    result = con.execute(THIS.sub(scope_sql(model), model.metrics_sql))
+    row = result.fetchone()
+    names = [d[0] for d in result.description]
+    return {name: float(value or 0) for name, value in zip(names, row or [], strict=False)}
+
+
 def _column_schema(con: duckdb.DuckDBPyConnection, model: Model) -> dg.TableSchema:
     described = con.execute(f"DESCRIBE {model.table}").fetchall()
     return dg.TableSchema(
@@ -138,7 +162,9 @@ def _static_metadata(model: Model) -> dict:
     return metadata
 
 
-def _model_asset(model: Model, cadence: str | None, deps: list[dg.AssetKey]) -> dg.AssetsDefinition:
+def _model_asset(
+    model: Model, cadence: str | None, deps: list[dg.AssetKey], group: str
+) -> dg.AssetsDefinition:
     key = model_key(model, cadence)
     description = model.description or f"SQL model {model.table}."
     if cadence:
@@ -147,7 +173,7 @@ def _model_asset(model: Model, cadence: str | None, deps: list[dg.AssetKey]) -> 
     @dg.asset(
         key=key,
         deps=deps,
-        group_name=GROUP,
+        group_name=group,
         kinds={"duckdb", "sql"},
         pool="duckdb",
         description=description,
@@ -167,12 +193,14 @@ def _model_asset(model: Model, cadence: str | None, deps: list[dg.AssetKey]) -> 
             rows = build_model(con, model)
             checks = run_tests(con, model, key)
             schema = _column_schema(con, model)
+            metrics = run_metrics(con, model)
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": rows,
                 "dagster/column_schema": schema,
                 "seconds": round(time.monotonic() - started, 3),
                 **({"as_of": as_of.isoformat()} if as_of else {}),
+                **metrics,
             },
             check_results=checks,
         )
@@ -181,7 +209,7 @@ def _model_asset(model: Model, cadence: str | None, deps: list[dg.AssetKey]) -> 
 
 
 def build_model_assets(
-    models: list[Model], producers: dict[str, list[dg.AssetKey]]
+    models: list[Model], producers: dict[str, list[dg.AssetKey]], group: str = GROUP
 ) -> list[dg.AssetsDefinition]:
     """One asset per model (per cadence for partitioned models), deps resolved from the parsed SQL."""
     by_table = {m.table: m for m in models}
@@ -199,5 +227,5 @@ def build_model_assets(
                     deps += [model_key(upstream, c) for c in cadences]
                 else:
                     deps.append(model_key(upstream))
-            assets.append(_model_asset(model, cadence, deps))
+            assets.append(_model_asset(model, cadence, deps, group))
     return assets

@@ -16,7 +16,9 @@ from sqlglot import exp
 
 SQL_ROOT = Path(__file__).resolve().parents[2] / "dbt_like_sql"
 CADENCES = ("hourly", "daily", "weekly")
-NOT_MODELS = {"segments"}  # segments/ holds segment rules, loaded by retention_pipeline.segments
+# segments/ holds segment rules (retention_pipeline.segments); measurement/ reads what segments and syncs write, so
+# it is loaded after them (retention_pipeline.measurement).
+NOT_MODELS = {"segments", "measurement"}
 TEST_KINDS = ("unique", "not_null", "accepted_values", "relationships", "custom")
 _HEADER = re.compile(r"\A\s*/\*(?P<body>.*?)\*/", re.DOTALL)
 # The current model in a custom test: `{{ this }}`.
@@ -47,6 +49,7 @@ class Model:
     columns: dict[str, str] = field(default_factory=dict)
     tests: list[DataTest] = field(default_factory=list)
     refs: set[str] = field(default_factory=set)  # schema.name of every table the SQL reads
+    metrics_sql: str | None = None  # one-row SELECT over {{ this }}: numeric metadata the UI plots per run
 
     @property
     def schema(self) -> str:
@@ -158,7 +161,16 @@ def load_model(path: Path, root: Path) -> Model:
             raise _fail(path, f"header is not valid YAML: {exc}") from None
         if isinstance(parsed, dict):
             header, sql = parsed, text[match.end() :]
-    unknown = set(header) - {"description", "materialized", "partitioned_by", "cadences", "columns", "tests"}
+    unknown = set(header) - {
+        "description",
+        "materialized",
+        "partitioned_by",
+        "cadences",
+        "columns",
+        "tests",
+        "table",
+        "metrics",
+    }
     if unknown:
         raise _fail(path, f"unknown header field(s) {sorted(unknown)}")
     materialized = header.get("materialized", "table")
@@ -173,6 +185,10 @@ def load_model(path: Path, root: Path) -> Model:
             raise _fail(path, f"cadences: {list(cadences)} must be a subset of {list(CADENCES)}")
         if materialized != "table":
             raise _fail(path, "a model partitioned by cadence must be materialized as a table")
+    if header.get("table") is not None:
+        table = str(header["table"])
+        if not re.fullmatch(r"[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*", table):
+            raise _fail(path, f"table: {table!r} must be schema.name")
     tests = _tests(path, table, header.get("tests"), bool(cadences))
     columns = header.get("columns") or {}
     if not isinstance(columns, dict):
@@ -189,12 +205,18 @@ def load_model(path: Path, root: Path) -> Model:
         tests=tests,
         # A relationships test reads its target, so the target must be built first.
         refs=table_refs(sql, path) | {t.target for t in tests if t.target},
+        metrics_sql=str(header["metrics"]).strip() if header.get("metrics") else None,
     )
 
 
-def load_project(root: Path, external_tables: set[str]) -> list[Model]:
-    """Every model under `root`, in dependency order; unknown references and cycles fail by file and table."""
-    paths = sorted(p for p in root.glob("*/*.sql") if p.parent.name not in NOT_MODELS)
+def load_project(root: Path, external_tables: set[str], folders: set[str] | None = None) -> list[Model]:
+    """Every model under `root` (or only in `folders`), in dependency order; unknown references and cycles fail by
+    file and table."""
+    paths = sorted(
+        p
+        for p in root.glob("*/*.sql")
+        if (p.parent.name in folders if folders is not None else p.parent.name not in NOT_MODELS)
+    )
     models = {m.table: m for m in (load_model(p, root) for p in paths)}
     graph: dict[str, set[str]] = {}
     for model in models.values():

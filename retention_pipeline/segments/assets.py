@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from retention_pipeline.models.assets import set_run_variables
+from retention_pipeline.models.assets import WRITES, set_run_variables
 from retention_pipeline.partitions import BY_CADENCE
 from retention_pipeline.segments.engine import (
     SegmentStats,
@@ -89,7 +89,10 @@ def build_segment_asset(
         partitions_def=BY_CADENCE[cadence],
         tags={"cadence": cadence},
         description=f"Members of the {cadence} segments as of the partition end (segments.members).\n\n{lines}",
-        metadata={"dagster/table_name": "segments.members"},
+        metadata={
+            "dagster/table_name": "segments.members",
+            WRITES: "segments.changes, segments.partitions, segments.definitions",
+        },
         check_specs=[
             *[
                 dg.AssetCheckSpec(

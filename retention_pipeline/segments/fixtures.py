@@ -63,6 +63,8 @@ def run_fixture(path: Path, segments: list[Segment] | None = None) -> list[str]:
 def prepare(con, contacts: list[dict]) -> None:
     """Empty raw tables plus the given people (customer_id, person_id, marketing_consent)."""
     create_raw_tables(con)
+    if not contacts:
+        return
     con.executemany(
         f"INSERT INTO {CONTACTS_TABLE} (customer_id, person_id, marketing_consent, issues, source_row, loaded_at) "
         "VALUES (?, ?, ?, [], 0, now())",

@@ -1,0 +1,146 @@
+"""Measurement tables on hand-built fixtures, against hand-computed values."""
+
+import math
+from datetime import date, datetime, timedelta
+
+import pytest
+
+from retention_pipeline.destinations.sync import ensure_tables as ensure_sync_tables
+from retention_pipeline.models.assets import build_model, set_run_variables
+from retention_pipeline.models.project import SQL_ROOT, load_project
+from retention_pipeline.segments.engine import ensure_tables as ensure_segment_tables
+from retention_pipeline.segments.fixtures import RAW_TABLES, prepare
+from retention_pipeline.warehouse import DuckDBWarehouse
+
+T = datetime.fromisoformat
+
+
+@pytest.fixture
+def con(tmp_path):
+    with DuckDBWarehouse(path=str(tmp_path / "m.duckdb")).connect() as con:
+        prepare(con, [])
+        ensure_segment_tables(con)
+        ensure_sync_tables(con)
+        con.execute("INSERT INTO raw.metronome_billable_metrics (id, name, raw, extracted_at) "
+                    "VALUES ('m', 'api_calls', '{}', now())")  # fmt: skip
+        yield con
+
+
+def build(con):
+    set_run_variables(con, "daily", T("2026-11-21"))
+    upstream = load_project(SQL_ROOT, RAW_TABLES)
+    measurement = load_project(
+        SQL_ROOT,
+        RAW_TABLES | {m.table for m in upstream} | {"segments.partitions", "segments.members", "segments.changes",
+                                                     "sync.coverage", "sync.ledger_items", "sync.runs"},
+        folders={"measurement"},
+    )  # fmt: skip
+    for model in [*upstream, *measurement]:
+        build_model(con, model)
+
+
+def entered(con, segment, customer, as_of, holdout=False, exited=None):
+    con.execute("INSERT INTO segments.changes VALUES (?, 'daily', 'k', ?, NULL, ?, 'entered', NULL, NULL)",
+                [segment, T(as_of), customer])  # fmt: skip
+    con.execute("INSERT INTO segments.members VALUES (?, 'daily', 'k', ?, ?, NULL, NULL, ?, NULL)",
+                [segment, T(as_of), customer, holdout])  # fmt: skip
+    if exited:
+        con.execute("INSERT INTO segments.changes VALUES (?, 'daily', 'k', ?, NULL, ?, 'exited', NULL, NULL)",
+                    [segment, T(exited), customer])  # fmt: skip
+
+
+def invoice(con, invoice_id, customer, issued, total, status="FINALIZED"):
+    con.execute("INSERT INTO raw.metronome_invoices (id, customer_id, status, issued_at, total, raw, extracted_at) "
+                "VALUES (?, ?, ?, ?, ?, '{}', now())", [invoice_id, customer, status, T(issued), total])  # fmt: skip
+
+
+def test_added_revenue_counts_invoices_during_stays_plus_the_attribution_window_once(con):
+    entered(con, "s", "A", "2026-11-01", exited="2026-11-10")
+    entered(con, "s", "A", "2026-11-15")  # re-entered
+    entered(con, "s", "B", "2026-11-01", holdout=True)
+    invoice(con, "before", "A", "2026-10-31", 999)  # before entry
+    invoice(con, "in_stay", "A", "2026-11-05", 100)
+    invoice(con, "after_exit", "A", "2026-11-12", 50)  # within exit + 7 days
+    invoice(con, "both", "A", "2026-11-16", 200)  # in the attribution window and the second stay: once
+    invoice(con, "draft", "A", "2026-11-14", 999, status="DRAFT")
+    invoice(con, "late", "A", "2026-11-17 00:00:01", 999)  # ≥ exit + 7 days … but inside the second stay
+    invoice(con, "holdout", "B", "2026-11-03", 300)
+    build(con)
+    rows = con.execute("SELECT segment, day, cohort, accounts, invoices, revenue FROM segments.added_revenue "
+                       "ORDER BY day, cohort").fetchall()  # fmt: skip
+    assert rows == [
+        ("s", date(2026, 11, 3), "holdout", 1, 1, 300),
+        ("s", date(2026, 11, 5), "treated", 1, 1, 100),
+        ("s", date(2026, 11, 12), "treated", 1, 1, 50),
+        ("s", date(2026, 11, 16), "treated", 1, 1, 200),
+        ("s", date(2026, 11, 17), "treated", 1, 1, 999),
+    ]
+
+
+def usage(con, customer, daily: dict):
+    """daily: {first_day: value} ranges — each value holds until the next key, through 2026-11-20."""
+    starts = sorted(daily)
+    day = T("2026-10-20")
+    while day <= T("2026-11-20"):
+        value = daily[max(k for k in starts if T(k) <= day)] if any(T(k) <= day for k in starts) else 0
+        con.execute("INSERT INTO raw.metronome_usage VALUES (?, 'm', 'api_calls', 'DAY', ?, ?, ?, now())",
+                    [customer, day, day + timedelta(days=1), value])  # fmt: skip
+        day += timedelta(days=1)
+
+
+def test_holdout_lift_compares_treated_and_holdout_outcomes_with_an_interval(con):
+    for customer, holdout in [("T1", 0), ("T2", 0), ("T3", 0), ("T4", 0), ("H1", 1), ("H2", 1)]:
+        entered(con, "drop", customer, "2026-11-01", holdout=bool(holdout))
+    usage(con, "T1", {"2026-10-20": 10})  # flat: not active again
+    usage(con, "T2", {"2026-10-20": 10, "2026-11-05": 20})  # rises: success
+    usage(con, "T3", {})  # never used: 0 > 0 is false
+    usage(con, "T4", {"2026-10-20": 10, "2026-11-02": 5})  # falls
+    usage(con, "H1", {"2026-10-20": 10, "2026-11-10": 11})  # rises within 14 days: success
+    usage(con, "H2", {"2026-10-20": 10})
+    entered(con, "drop", "LATE", "2026-11-10")  # window not elapsed by 2026-11-20: not counted
+    entered(con, "renewal_x", "R1", "2026-11-01")
+    entered(con, "renewal_x", "R2", "2026-11-01", holdout=True)
+    con.execute(
+        "INSERT INTO raw.metronome_contracts (id, customer_id, starting_at, ending_before, raw, extracted_at) "
+        "VALUES ('k1', 'R1', '2025-11-05', '2026-11-05', '{}', now()), "
+        "('k2', 'R1', '2026-11-05', NULL, '{}', now()), ('k3', 'R2', '2025-11-05', '2026-11-05', '{}', now())"
+    )
+    build(con)
+    lift = {(r[0], r[1]): r[2:] for r in con.execute(
+        "SELECT segment, outcome, treated_n, treated_rate, holdout_n, holdout_rate, lift, ci_low, ci_high "
+        "FROM segments.holdout_lift").fetchall()}  # fmt: skip
+    treated_n, treated_rate, holdout_n, holdout_rate, diff, low, high = lift[("drop", "active_again")]
+    assert (treated_n, treated_rate, holdout_n, holdout_rate, diff) == (4, 0.25, 2, 0.5, -0.25)
+    margin = 1.96 * math.sqrt(0.25 * 0.75 / 4 + 0.5 * 0.5 / 2)
+    assert low == pytest.approx(-0.25 - margin) and high == pytest.approx(-0.25 + margin)
+    assert lift[("renewal_x", "renewed")][:5] == (1, 1.0, 1, 0.0, 1.0)
+    assert ("drop", "renewed") not in lift
+
+
+def test_segment_daily_stats_sums_flows_and_takes_the_days_last_size(con):
+    for as_of, accounts, entries, exits in [
+        ("2026-11-20 01:00", 5, 5, 0),
+        ("2026-11-20 02:00", 6, 2, 1),
+        ("2026-11-21 00:00", 7, 1, 0),
+        ("2026-11-21 01:00", 7, 0, 0),
+    ]:
+        con.execute("INSERT INTO segments.partitions VALUES ('h', 'hourly', 'k', ?, ?, ?, 1, ?, ?, NULL, NULL, NULL, "
+                    "'ok', NULL, now())", [T(as_of), accounts, accounts * 2, entries, exits])  # fmt: skip
+    con.execute(
+        "INSERT INTO sync.coverage VALUES ('h', 'meta', '2026-11-21 00:00', 10, 9, 9, NULL, 90, now())"
+    )
+    con.execute(
+        "INSERT INTO sync.runs VALUES ('r1', 'hourly', '2026-11-20-23:00', false, now(), now(), 'done')"
+    )
+    for i in range(9):
+        con.execute("INSERT INTO sync.ledger_items VALUES ('r1', 'q', 'h', 'meta', ?, 'add', 'x', 'acked', NULL, now())",
+                    [f"p{i}"])  # fmt: skip
+    con.execute(
+        "INSERT INTO sync.ledger_items VALUES ('r1', 'q', 'h', 'meta', 'bad', 'add', 'x', 'rejected', 'no', now())"
+    )
+    build(con)
+    rows = con.execute("SELECT day, size_accounts, entries, exits, holdout_accounts, meta_people, meta_identifiable, "
+                       "meta_acknowledged, meta_sent, customerio_sent FROM segments.segment_daily_stats "
+                       "ORDER BY day").fetchall()  # fmt: skip
+    assert rows == [(date(2026, 11, 20), 7, 8, 1, 1, 10, 9, 9, 9, 0), (date(2026, 11, 21), 7, 0, 0, 1, None, None,
+                                                                       None, 0, 0)]  # fmt: skip
