@@ -96,18 +96,25 @@ def print_summary() -> None:
     print(f"\nDuckDB file: {path.resolve()}")
     for name, rows in counts:
         print(f"  {name:<{width}}  {rows:>12,}")
+    from retention_pipeline.operations.publish import published_path
+
+    print(f"Published read-only copy for analysts: {published_path().resolve()}")
     print(
         "\nNext:\n"
         "  make dev                                   # Dagster UI on http://127.0.0.1:3000 (runs above included)\n"
         '  .venv/bin/python -m retention_pipeline sql "SELECT * FROM raw.metronome_customers LIMIT 5"\n'
-        f"  python -c \"import duckdb; print(duckdb.connect('{path}', read_only=True).sql('FROM raw.contacts'))\""
+        f"  python -c \"import duckdb; print(duckdb.connect('{published_path()}', read_only=True)"
+        ".sql('FROM segments.partitions'))\""
     )
 
 
-def sql(query: str) -> int:
-    path = resolve_duckdb_path()
+def sql(query: str, live: bool) -> int:
+    """Queries the published copy (never blocked by a running job) unless --live asks for the working file."""
+    from retention_pipeline.operations.publish import published_path
+
+    path = resolve_duckdb_path() if live else published_path()
     if not path.exists():
-        raise ConfigError(f"RETENTION_DUCKDB_PATH={str(path)!r} does not exist yet: run `make run` first.")
+        raise ConfigError(f"{str(path)!r} does not exist yet: run `make run` first.")
     with duckdb.connect(str(path), read_only=True) as con:
         try:
             print(con.sql(query))
@@ -128,11 +135,14 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--skip-hourly", action="store_true", help="run only the daily job")
     sql_parser = sub.add_parser("sql", help="run a read-only query against the DuckDB file")
     sql_parser.add_argument("query")
+    sql_parser.add_argument(
+        "--live", action="store_true", help="query the working file (fails while a job writes)"
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
             return run(args.day, args.hour, args.skip_hourly)
-        return sql(args.query)
+        return sql(args.query, args.live)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2

@@ -78,6 +78,12 @@ SETTINGS: dict[str, Setting] = {
             "14",
             "Holdout lift: days after entry in which the outcome must happen.",
         ),
+        Setting(
+            "RETENTION_PUBLISHED_PATH",
+            None,
+            "Read-only copy for analysts, replaced after every run (default: retention_published.duckdb beside "
+            "RETENTION_DUCKDB_PATH).",
+        ),
         Setting("RETENTION_DRY_RUN", "0", "1/true: syncs compute and show their plan but send nothing."),
         Setting(
             "RETENTION_EXPORT_DIR", "data/exports", "Folder for the warehouse destination's Parquet files."

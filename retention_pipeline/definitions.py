@@ -5,7 +5,7 @@ import dagster as dg
 from retention_pipeline.destinations import definitions as destinations
 from retention_pipeline.measurement import definitions as measurement
 from retention_pipeline.models import definitions as models
-from retention_pipeline.operations import jobs, notifications
+from retention_pipeline.operations import jobs, notifications, publish
 from retention_pipeline.segments import definitions as segments
 from retention_pipeline.source import definitions as source
 from retention_pipeline.warehouse import DuckDBWarehouse
@@ -18,5 +18,6 @@ defs = dg.Definitions.merge(
     measurement.defs,
     jobs.defs,
     notifications.defs,
+    publish.defs,
     dg.Definitions(resources={"duckdb": DuckDBWarehouse()}),
 )

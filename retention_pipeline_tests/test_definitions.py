@@ -6,7 +6,8 @@ EXPECTED_SOURCE_ASSETS = {
     "raw/metronome_customers", "raw/metronome_billable_metrics", "raw/metronome_contracts", "raw/metronome_invoices",
     "raw/metronome_balances", "raw/metronome_usage_daily", "raw/metronome_usage_hourly", "raw/contacts",
     "staging/stg_usage", "analytics/customer_features_daily", "analytics/customer_features_hourly",
-    "segments/members_daily", "segments/members_hourly",
+    "segments/members_daily", "segments/members_hourly", "sync/activation_daily", "sync/activation_hourly",
+    "segments/segment_daily_stats", "segments/added_revenue", "segments/holdout_lift", "operations/published_copy",
 }  # fmt: skip
 
 

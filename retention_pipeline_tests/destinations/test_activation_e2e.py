@@ -164,9 +164,13 @@ def test_a_207_rejection_is_recorded_and_retried_next_run(destinations):
 
 def test_a_process_killed_mid_sync_reconverges_without_duplicate_events(destinations):
     cio, meta, google, routing = destinations
-    defs.resolve_job_def("daily_retention").execute_in_process(
-        partition_key=DAY, asset_selection=[k for k in defs.resolve_job_def("daily_retention").asset_layer
-                                            .executable_asset_keys if k != SYNC])  # fmt: skip
+    job = defs.resolve_job_def("daily_retention")
+    upstream = dg.AssetSelection.assets(SYNC).upstream().resolve(defs.get_repository_def().asset_graph) - {
+        SYNC
+    }
+    job.execute_in_process(
+        partition_key=DAY, asset_selection=list(upstream & job.asset_layer.executable_asset_keys)
+    )  # everything the sync needs
     # The first manual-segment call stalls (the batch with its events was already accepted): kill -9 then.
     cio.faults.add(r"/add_customers$", 429, headers={"Retry-After": "30"})
     code = (
