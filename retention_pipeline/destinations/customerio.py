@@ -8,21 +8,19 @@ payload values.
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import itertools
 import json
-import random
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from urllib.parse import quote
 
 import httpx
 
 from retention_pipeline.config import ConfigError
+from retention_pipeline.destinations._http import PooledClient, Reply, clip, retry_after
 
 REGION_HOSTS = {
     "us": ("https://track.customer.io", "https://api.customer.io"),
@@ -35,7 +33,6 @@ MAX_SEGMENT_IDS = 1000
 SEGMENT_ID_TYPES = ("id", "email", "cio_id")
 _BATCH_PREFIX, _BATCH_SUFFIX = b'{"batch":[', b"]}"
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_MESSAGE_CHARS = 300
 
 
 class CustomerIoAuthError(ConfigError):
@@ -83,14 +80,6 @@ class SegmentResult:
     attempts: int = 0
 
 
-@dataclass(frozen=True)
-class _Reply:
-    response: httpx.Response | None
-    attempts: int
-    reason: str | None = None  # set when the request never got a usable answer
-    message: str | None = None
-
-
 def make_event_id(*parts: object, timestamp: float | None = None) -> str:
     """A ULID-shaped id (26 Crockford base32 chars) derived from the parts: retries of one event share its id.
 
@@ -109,7 +98,7 @@ def make_event_id(*parts: object, timestamp: float | None = None) -> str:
     return "".join(_CROCKFORD[(value >> (5 * i)) & 31] for i in reversed(range(26)))
 
 
-class CustomerIoClient:
+class CustomerIoClient(PooledClient):
     """Track API (Basic: site id + Track key) for data, App API (Bearer App key) for segment bookkeeping."""
 
     def __init__(
@@ -148,21 +137,10 @@ class CustomerIoClient:
         self.max_segment_ids = max_segment_ids
         self._track_auth = httpx.BasicAuth(site_id, api_key)
         self._app_api_key = app_api_key
-        self._owns_http = http_client is None
-        self._http = http_client or httpx.Client(timeout=timeout_seconds)
+        self._init_http(http_client, timeout_seconds)
         self._interval = None if requests_per_second is None else 1.0 / requests_per_second
         self._next_slot = 0.0
         self._pace_lock = threading.Lock()
-
-    def close(self) -> None:
-        if self._owns_http:
-            self._http.close()
-
-    def __enter__(self) -> CustomerIoClient:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     # --- Track v2 batch --------------------------------------------------------------------------------------
 
@@ -336,7 +314,7 @@ class CustomerIoClient:
         return int(self._checked(self._send("GET", url, app=True))["count"])
 
     @staticmethod
-    def _checked(reply: _Reply) -> dict:
+    def _checked(reply: Reply) -> dict:
         if reply.reason is not None:
             raise CustomerIoError(f"{reply.reason}: {reply.message}")
         response = reply.response
@@ -348,7 +326,7 @@ class CustomerIoClient:
 
     # --- transport -------------------------------------------------------------------------------------------
 
-    def _send(self, method: str, url: str, *, app: bool = False, **kwargs: object) -> _Reply:
+    def _send(self, method: str, url: str, *, app: bool = False, **kwargs: object) -> Reply:
         """One logical request: retried on 429, 5xx, timeouts and connection errors; raises only on 401.
 
         `app` switches from Track (Basic) to App API (Bearer) credentials.
@@ -380,23 +358,18 @@ class CustomerIoClient:
                         f"Customer.io rejected the credentials at {httpx.URL(url).host} (401); check {settings}."
                     )
                 if status != 429 and status < 500:
-                    return _Reply(response, attempt)
+                    return Reply(response, attempt)
                 reason = "rate_limited" if status == 429 else "server_error"
                 message = f"HTTP {status}"
-                retry_after = _retry_after(response)
-                if retry_after is not None and retry_after > self.max_backoff_seconds:
-                    message += f"; Retry-After {retry_after:g}s exceeds the {self.max_backoff_seconds:g}s cap"
-                    return _Reply(response, attempt, reason, message)
-                wait = retry_after if retry_after is not None else self._backoff(attempt)
+                delay = retry_after(response)
+                if delay is not None and delay > self.max_backoff_seconds:
+                    message += f"; Retry-After {delay:g}s exceeds the {self.max_backoff_seconds:g}s cap"
+                    return Reply(response, attempt, reason, message)
+                wait = delay if delay is not None else self._backoff(attempt)
             if attempt > self.max_retries:
-                return _Reply(response, attempt, reason, f"{message} after {attempt} attempts")
+                return Reply(response, attempt, reason, f"{message} after {attempt} attempts")
             time.sleep(wait)
         raise AssertionError("unreachable")
-
-    def _backoff(self, attempt: int) -> float:
-        """Exponential with jitter, so parallel runs that failed together do not retry together."""
-        ceiling = min(self.max_backoff_seconds, self.backoff_seconds * 2 ** (attempt - 1))
-        return ceiling * random.uniform(0.5, 1.0)
 
     def _pace(self) -> None:
         if self._interval is None:
@@ -407,24 +380,6 @@ class CustomerIoClient:
             self._next_slot = max(now, self._next_slot) + self._interval
         if wait > 0:
             time.sleep(wait)
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    """Retry-After as seconds (delta or HTTP date); None when absent or unreadable."""
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
 
 
 def _batch_errors(response: httpx.Response, size: int) -> dict[int, dict[str, str | None]] | None:
@@ -439,7 +394,7 @@ def _batch_errors(response: httpx.Response, size: int) -> dict[int, dict[str, st
             parsed[position] = {
                 "reason": str(error.get("reason") or "invalid"),
                 "field": error.get("field") or None,
-                "message": _clip(error.get("message")),
+                "message": clip(error.get("message")),
             }
     except (ValueError, KeyError, TypeError):
         return None
@@ -453,7 +408,7 @@ def _first_error(response: httpx.Response) -> dict[str, str | None]:
         return {
             "reason": str(error.get("reason") or "invalid_request"),
             "field": error.get("field") or None,
-            "message": _clip(error.get("message")),
+            "message": clip(error.get("message")),
         }
     except (ValueError, KeyError, TypeError, IndexError, AttributeError):
         return {"reason": f"http_{response.status_code}", "field": None, "message": None}
@@ -464,10 +419,6 @@ def _meta_message(response: httpx.Response) -> str | None:
     try:
         meta = response.json()["meta"]
         errors = meta.get("errors") or [meta.get("error")]
-        return _clip("; ".join(str(e) for e in errors if e))
+        return clip("; ".join(str(e) for e in errors if e))
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
-
-
-def _clip(message: object) -> str | None:
-    return None if message is None else str(message)[:_MESSAGE_CHARS]

@@ -8,15 +8,13 @@ already be SHA-256 hex (emailAddress, phoneNumber, address names); anything else
 
 from __future__ import annotations
 
-import email.utils
-import random
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import httpx
 
 from retention_pipeline.config import ConfigError
+from retention_pipeline.destinations._http import PooledClient, Reply, clip, retry_after
 from retention_pipeline.destinations.identity import is_sha256_hex
 
 DATA_MANAGER_URL = "https://datamanager.googleapis.com"
@@ -25,7 +23,6 @@ MAX_IDENTIFIERS = 10
 MAX_DESTINATIONS = 10
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 CONSENT_KEYS = ("adUserData", "adPersonalization")
-_MESSAGE_CHARS = 300
 
 
 class GoogleAuthError(ConfigError):
@@ -49,15 +46,7 @@ class GoogleResult:
     attempts: int = 0
 
 
-@dataclass(frozen=True)
-class _Reply:
-    response: httpx.Response | None
-    attempts: int
-    reason: str | None = None
-    message: str | None = None
-
-
-class GoogleDataManagerClient:
+class GoogleDataManagerClient(PooledClient):
     """`POST /v1/audienceMembers:ingest|remove` with an OAuth access token (scope auth/datamanager) as Bearer."""
 
     def __init__(
@@ -82,18 +71,7 @@ class GoogleDataManagerClient:
         self.max_backoff_seconds = max_backoff_seconds
         self.max_members = max_members
         self._headers = {"Authorization": f"Bearer {access_token}"}
-        self._owns_http = http_client is None
-        self._http = http_client or httpx.Client(timeout=timeout_seconds)
-
-    def close(self) -> None:
-        if self._owns_http:
-            self._http.close()
-
-    def __enter__(self) -> GoogleDataManagerClient:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+        self._init_http(http_client, timeout_seconds)
 
     def ingest(
         self,
@@ -149,7 +127,7 @@ class GoogleDataManagerClient:
         return results
 
     @staticmethod
-    def _result(reply: _Reply, action: str, start: int, stop: int) -> GoogleResult:
+    def _result(reply: Reply, action: str, start: int, stop: int) -> GoogleResult:
         response = reply.response
         status = response.status_code if response is not None else None
         error = _google_error(response) or {}
@@ -171,12 +149,12 @@ class GoogleDataManagerClient:
             status,
             reason=reply.reason or error.get("status") or f"http_{status}",
             error_status=error.get("status"),
-            message=_clip(reply.message if reply.reason else error.get("message")),
+            message=clip(reply.message if reply.reason else error.get("message")),
             quota_limit=_quota_limit(error),
             attempts=reply.attempts,
         )
 
-    def _send(self, url: str, body: dict) -> _Reply:
+    def _send(self, url: str, body: dict) -> Reply:
         """One logical request: 429/5xx/timeouts retried (Retry-After honoured); raises only on 401."""
         for attempt in range(1, self.max_retries + 2):
             response = None
@@ -193,24 +171,19 @@ class GoogleDataManagerClient:
                         "check GOOGLE_ACCESS_TOKEN (tokens expire after about an hour)."
                     )
                 if response.status_code not in RETRYABLE_STATUSES:
-                    return _Reply(response, attempt)
+                    return Reply(response, attempt)
                 error = _google_error(response) or {}
                 reason = "rate_limited" if response.status_code == 429 else "server_error"
                 message = f"HTTP {response.status_code} {error.get('status') or ''}".rstrip()
-                retry_after = _retry_after(response)
-                if retry_after is not None and retry_after > self.max_backoff_seconds:
-                    message += f"; Retry-After {retry_after:g}s exceeds the {self.max_backoff_seconds:g}s cap"
-                    return _Reply(response, attempt, reason, message)
-                wait = retry_after if retry_after is not None else self._backoff(attempt)
+                delay = retry_after(response)
+                if delay is not None and delay > self.max_backoff_seconds:
+                    message += f"; Retry-After {delay:g}s exceeds the {self.max_backoff_seconds:g}s cap"
+                    return Reply(response, attempt, reason, message)
+                wait = delay if delay is not None else self._backoff(attempt)
             if attempt > self.max_retries:
-                return _Reply(response, attempt, reason, f"{message} after {attempt} attempts")
+                return Reply(response, attempt, reason, f"{message} after {attempt} attempts")
             time.sleep(wait)
         raise AssertionError("unreachable")
-
-    def _backoff(self, attempt: int) -> float:
-        """Exponential with jitter, so parallel runs that failed together do not retry together."""
-        ceiling = min(self.max_backoff_seconds, self.backoff_seconds * 2 ** (attempt - 1))
-        return ceiling * random.uniform(0.5, 1.0)
 
 
 def _check(destinations: list[dict], members: list[dict]) -> None:
@@ -276,25 +249,3 @@ def _quota_limit(error: dict) -> str | None:
             if limit:
                 return str(limit)
     return None
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    """Retry-After as seconds (delta or HTTP date); None when absent or unreadable."""
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
-
-
-def _clip(message: object) -> str | None:
-    return None if message is None else str(message)[:_MESSAGE_CHARS]

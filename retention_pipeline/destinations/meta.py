@@ -9,7 +9,6 @@ the client refuses to send anything else, so raw PII cannot leave even through a
 from __future__ import annotations
 
 import json
-import random
 import time
 from dataclasses import dataclass, field
 from urllib.parse import quote
@@ -17,6 +16,7 @@ from urllib.parse import quote
 import httpx
 
 from retention_pipeline.config import ConfigError
+from retention_pipeline.destinations._http import PooledClient, Reply, clip
 from retention_pipeline.destinations.identity import is_sha256_hex
 
 GRAPH_URL = "https://graph.facebook.com/v25.0"
@@ -31,7 +31,6 @@ HASHED_KEYS = frozenset(
     {"EMAIL", "PHONE", "EMAIL_SHA256", "PHONE_SHA256", "FN", "LN", "FI", "GEN", "DOBY", "DOBM", "DOBD",
      "CT", "ST", "ZIP", "COUNTRY"}
 )  # fmt: skip
-_MESSAGE_CHARS = 300
 
 
 class MetaAuthError(ConfigError):
@@ -68,15 +67,7 @@ class MetaResult:
     attempts: int = 0
 
 
-@dataclass(frozen=True)
-class _Reply:
-    response: httpx.Response | None
-    attempts: int
-    reason: str | None = None
-    message: str | None = None
-
-
-class MetaClient:
+class MetaClient(PooledClient):
     """Graph API at a pinned version (`graph_url` ends in /vNN.0) with a system-user token sent as Bearer."""
 
     def __init__(
@@ -106,18 +97,7 @@ class MetaClient:
         self.max_backoff_seconds = max_backoff_seconds
         self.max_rows = max_rows
         self._headers = {"Authorization": f"Bearer {access_token}"}
-        self._owns_http = http_client is None
-        self._http = http_client or httpx.Client(timeout=timeout_seconds)
-
-    def close(self) -> None:
-        if self._owns_http:
-            self._http.close()
-
-    def __enter__(self) -> MetaClient:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+        self._init_http(http_client, timeout_seconds)
 
     # --- membership ------------------------------------------------------------------------------------------
 
@@ -158,7 +138,7 @@ class MetaClient:
         return results
 
     def _result(
-        self, reply: _Reply, audience_id: str, session_id: int, batch_seq: int, start: int, size: int
+        self, reply: Reply, audience_id: str, session_id: int, batch_seq: int, start: int, size: int
     ) -> MetaResult:
         base = {
             "audience_id": audience_id,
@@ -189,7 +169,7 @@ class MetaClient:
             reason=reply.reason or "graph_error",
             error_code=error.get("code"),
             error_subcode=error.get("error_subcode"),
-            message=_clip(reply.message if reply.reason else error.get("message")),
+            message=clip(reply.message if reply.reason else error.get("message")),
             fbtrace_id=error.get("fbtrace_id"),
         )
 
@@ -214,20 +194,20 @@ class MetaClient:
         return self._checked(reply)
 
     @staticmethod
-    def _checked(reply: _Reply) -> dict:
+    def _checked(reply: Reply) -> dict:
         error = _graph_error(reply.response)
         if reply.reason is not None:
             raise MetaError(f"{reply.reason}: {reply.message}")
         if error is not None or reply.response.status_code >= 400:
             error = error or {}
             raise MetaError(
-                f"HTTP {reply.response.status_code}, code {error.get('code')}: {_clip(error.get('message'))}"
+                f"HTTP {reply.response.status_code}, code {error.get('code')}: {clip(error.get('message'))}"
             )
         return reply.response.json()
 
     # --- transport -------------------------------------------------------------------------------------------
 
-    def _send(self, method: str, url: str, **kwargs: object) -> _Reply:
+    def _send(self, method: str, url: str, **kwargs: object) -> Reply:
         """One logical request: throttles, 5xx, transient codes, timeouts retried; raises only for the token."""
         for attempt in range(1, self.max_retries + 2):
             response = None
@@ -253,16 +233,11 @@ class MetaClient:
                     reason, message = "server_error", f"HTTP {response.status_code}, code {code}"
                     wait = self._backoff(attempt)
                 else:
-                    return _Reply(response, attempt)
+                    return Reply(response, attempt)
             if attempt > self.max_retries:
-                return _Reply(response, attempt, reason, f"{message} after {attempt} attempts")
+                return Reply(response, attempt, reason, f"{message} after {attempt} attempts")
             time.sleep(wait)
         raise AssertionError("unreachable")
-
-    def _backoff(self, attempt: int) -> float:
-        """Exponential with jitter, so parallel runs that failed together do not retry together."""
-        ceiling = min(self.max_backoff_seconds, self.backoff_seconds * 2 ** (attempt - 1))
-        return ceiling * random.uniform(0.5, 1.0)
 
 
 def _check_rows(schema: list[str], rows: list[list[str]]) -> None:
@@ -306,7 +281,3 @@ def _regain_access_seconds(response: httpx.Response) -> float | None:
     except (ValueError, TypeError, AttributeError, KeyError):
         return None
     return max(minutes) * 60 if minutes else None
-
-
-def _clip(message: object) -> str | None:
-    return None if message is None else str(message)[:_MESSAGE_CHARS]

@@ -1,0 +1,71 @@
+"""What the three destination clients share: the HTTP pool they own, jittered backoff, Retry-After, short messages."""
+
+from __future__ import annotations
+
+import email.utils
+import random
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import httpx
+
+MESSAGE_CHARS = 300
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The final answer to one logical request after retries (`reason` set when no usable answer came)."""
+
+    response: httpx.Response | None
+    attempts: int
+    reason: str | None = None
+    message: str | None = None
+
+
+class PooledClient:
+    """Owns an httpx pool unless one is injected (tests inject the sandbox's transport); usable as a context."""
+
+    backoff_seconds: float
+    max_backoff_seconds: float
+
+    def _init_http(self, http_client: httpx.Client | None, timeout_seconds: float) -> None:
+        self._owns_http = http_client is None
+        self._http = http_client or httpx.Client(timeout=timeout_seconds)
+
+    def close(self) -> None:
+        if self._owns_http:
+            self._http.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential with jitter, so parallel runs that failed together do not retry together."""
+        ceiling = min(self.max_backoff_seconds, self.backoff_seconds * 2 ** (attempt - 1))
+        return ceiling * random.uniform(0.5, 1.0)
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """Retry-After as seconds (delta or HTTP date); None when absent or unreadable."""
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
+
+
+def clip(message: object) -> str | None:
+    """Error text kept short: vendor messages can echo payloads."""
+    return None if message is None else str(message)[:MESSAGE_CHARS]
