@@ -59,10 +59,17 @@ ranges AS (
 
 -- A range is covered by whole DAY windows inside it, plus HOUR windows for the days it only partly covers
 -- (hourly as_of); each instant is counted once.
-activity_by_range AS (
-    SELECT u.customer_id, r.range_name, sum(u.value) AS value
+recent_activity AS (
+    SELECT u.customer_id, u.window_size, u.window_start, u.window_end, u.value
     FROM staging.stg_usage AS u
     JOIN staging.stg_activity_metric AS m USING (billable_metric_id)
+    WHERE u.window_start >= (SELECT as_of FROM params) - INTERVAL 14 DAY
+        AND u.window_end <= (SELECT as_of FROM params)
+),
+
+activity_by_range AS (
+    SELECT u.customer_id, r.range_name, sum(u.value) AS value
+    FROM recent_activity AS u
     JOIN ranges AS r ON u.window_start >= r.lo AND u.window_end <= r.hi
     WHERE u.window_size = 'DAY'
         OR date_trunc('day', u.window_start) < r.lo

@@ -25,10 +25,13 @@ WITH entries AS (
     WHERE e.change = 'entered'
 ),
 
+-- Only the entered accounts, from a week before the first entry: the cost follows segment entries, not history.
 activity AS (
     SELECT u.customer_id, u.day, sum(u.value) AS value
     FROM analytics.usage_daily AS u
     JOIN staging.stg_activity_metric USING (billable_metric_id)
+    WHERE u.customer_id IN (SELECT customer_id FROM entries)
+        AND u.day >= (SELECT min(entry_day) FROM entries) - 7
     GROUP BY ALL
 ),
 
@@ -45,7 +48,8 @@ rolling_usage AS (
 matured AS (
     SELECT e.*
     FROM entries AS e
-    WHERE e.entry_day + getvariable('lift_window_days') <= (SELECT max(day) + 1 FROM activity)
+    WHERE e.entry_day + getvariable('lift_window_days')
+        <= (SELECT CAST(max(window_start) AS DATE) + 1 FROM staging.stg_usage WHERE window_size = 'DAY')
 ),
 
 measured AS (

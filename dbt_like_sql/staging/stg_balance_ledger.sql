@@ -1,6 +1,6 @@
 /*
 description: One row per ledger entry of a commit or credit (segment start, invoice deductions, expirations…).
-materialized: view
+materialized: table
 columns:
   entry_type: Metronome ledger entry type, e.g. PREPAID_COMMIT_AUTOMATED_INVOICE_DEDUCTION.
   amount: Signed amount (deductions are negative), in the credit type's unit.

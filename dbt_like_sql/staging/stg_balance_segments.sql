@@ -1,6 +1,6 @@
 /*
 description: One row per access-schedule segment of a commit or credit (what was granted, when it is usable).
-materialized: view
+materialized: table
 columns:
   balance_type: PREPAID or POSTPAID (commits) or CREDIT.
   segment_id: The schedule item id (ledger entries and webhooks refer to it).

@@ -1,14 +1,13 @@
 /*
-description: One row per customer × billable metric × usage window (HOUR or DAY), value 0 when Metronome sent null.
+description: >
+  One row per customer × billable metric × usage window (HOUR or DAY), value 0 when Metronome sent null. No tests
+  here: raw.metronome_usage's NOT NULL columns and its unique_key check (on every replaced window) already hold.
 materialized: view
 columns:
   window_size: HOUR or DAY.
   window_start: Inclusive window start (UTC).
   window_end: Exclusive window end (UTC).
   value: Aggregated metric value in the window.
-tests:
-  - not_null: [customer_id, billable_metric_id, window_start]
-  - accepted_values: {column: window_size, values: [HOUR, DAY]}
 */
 SELECT
     customer_id,

@@ -56,12 +56,14 @@ def set_run_variables(con: duckdb.DuckDBPyConnection, cadence: str | None, as_of
     )
 
 
-def build_model(con: duckdb.DuckDBPyConnection, model: Model) -> int:
-    """Create or replace the model's table/view; a partitioned model replaces only its (cadence, as_of) rows."""
+def build_model(con: duckdb.DuckDBPyConnection, model: Model) -> int | None:
+    """Create or replace the model's table/view; a partitioned model replaces only its (cadence, as_of) rows.
+
+    Returns the rows written, or None for a view (counting would evaluate it over all history on every run)."""
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {model.schema}")
     if model.materialized == "view":
         con.execute(f"CREATE OR REPLACE VIEW {model.table} AS {model.sql}")
-        return con.execute(f"SELECT count(*) FROM {model.table}").fetchone()[0]
+        return None
     if not model.partitioned:
         con.execute(f"CREATE OR REPLACE TABLE {model.table} AS {model.sql}")
         return con.execute(f"SELECT count(*) FROM {model.table}").fetchone()[0]
@@ -196,7 +198,7 @@ def _model_asset(
             metrics = run_metrics(con, model)
         return dg.MaterializeResult(
             metadata={
-                "dagster/row_count": rows,
+                **({"dagster/row_count": rows} if rows is not None else {}),
                 "dagster/column_schema": schema,
                 "seconds": round(time.monotonic() - started, 3),
                 **({"as_of": as_of.isoformat()} if as_of else {}),
