@@ -39,21 +39,36 @@ def _cursor(page) -> str | None:
     return getattr(page, "next_page", None) or getattr(page, "cursor", None)
 
 
-def iter_items(first_page, endpoint: str) -> Iterator:
-    """Every item of an SDK page and its successors.
+MAX_EMPTY_PAGES = 10
 
-    Stops on a null cursor or an empty page (the SDK's auto-pager does not stop on an empty page that still carries
-    a cursor); a cursor that repeats is an error rather than an endless loop or a silent partial read.
+
+def iter_items(first_page, endpoint: str) -> Iterator:
+    """Every item of an SDK page and its successors, never looping and never dropping rows silently.
+
+    A page with no `data` key is an error (not an empty list). An empty page that still carries a cursor is
+    followed, since rows may come after it (the SDK's auto-pager would loop on it if it repeats); the same cursor
+    coming back on an empty page means "caught up" and ends paging; a cursor repeating with data, or more than
+    MAX_EMPTY_PAGES empty pages in a row, is an error.
     """
-    page, seen = first_page, set()
+    page, seen, empty_run = first_page, set(), 0
     while True:
-        if not page.data:
-            return
-        yield from page.data
+        if "data" not in page.model_fields_set:
+            raise ExtractionError(f"{endpoint}: answer without `data`; refusing to read it as an empty list")
         cursor = _cursor(page)
-        if not cursor or not page.has_next_page():
+        if page.data:
+            empty_run = 0
+            yield from page.data
+        else:
+            empty_run += 1
+            if empty_run > MAX_EMPTY_PAGES:
+                raise ExtractionError(
+                    f"{endpoint}: {empty_run} empty pages in a row that still carry a cursor"
+                )
+        if not cursor:
             return
         if cursor in seen:
+            if not page.data:
+                return
             raise ExtractionError(f"{endpoint}: cursor {cursor[:24]}… repeated; refusing to loop")
         seen.add(cursor)
         page = page.get_next_page()
@@ -87,6 +102,8 @@ def fetch_customers(client: metronome.Metronome) -> list[tuple[str | None, str]]
             records += [(None, c.to_json(indent=None)) for c in iter_items(page, endpoint)]
         except metronome.APIError as exc:
             raise ExtractionError(f"{endpoint} failed: {_describe(exc)}") from exc
+        except ValueError as exc:  # a 200 whose body is not the JSON the endpoint promises
+            raise ExtractionError(f"{endpoint} returned an unreadable body: {exc}") from exc
     return records
 
 
@@ -97,6 +114,8 @@ def fetch_billable_metrics(client: metronome.Metronome) -> list[tuple[str | None
         return [(None, m.to_json(indent=None)) for m in iter_items(page, endpoint)]
     except metronome.APIError as exc:
         raise ExtractionError(f"{endpoint} failed: {_describe(exc)}") from exc
+    except ValueError as exc:
+        raise ExtractionError(f"{endpoint} returned an unreadable body: {exc}") from exc
 
 
 def _contracts(client: metronome.Metronome, customer_id: str):
@@ -152,6 +171,10 @@ def fetch_per_customer(
             return []
         except metronome.APIError as exc:
             raise ExtractionError(f"{endpoint} failed for customer {customer_id}: {_describe(exc)}") from exc
+        except ValueError as exc:
+            raise ExtractionError(
+                f"{endpoint} returned an unreadable body for customer {customer_id}: {exc}"
+            ) from exc
 
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"metronome-{kind}") as pool:
         futures = [pool.submit(one, cid) for cid in customer_ids]
@@ -226,6 +249,8 @@ _PARSE = pa_json.ParseOptions(
 
 def parse_usage_page(body: bytes) -> tuple[pa.Table, str | None]:
     """A POST /v1/usage page (raw bytes) → (Arrow table of rows, next cursor), without a Python object per row."""
+    if b'"data"' not in body:
+        raise ExtractionError("POST /v1/usage returned a body that is not a usage page (no `data` array)")
     page = pa_json.read_json(io.BytesIO(body), parse_options=_PARSE)
     rows = pc.list_flatten(page.column("data"))
     table = pa.Table.from_batches(
@@ -298,7 +323,7 @@ def fetch_usage_pages(
     """Page POST /v1/usage over the window in day-aligned chunks, spilling each page to Parquet."""
     files: list[Path] = []
     for chunk_start, chunk_end in day_chunks(window.request_start, window.request_end, chunk_days):
-        cursor, seen, chunk_rows = None, set(), 0
+        cursor, seen, chunk_rows, empty_run = None, set(), 0, 0
         while True:
             try:
                 response = client.v1.usage.with_raw_response.list(
@@ -320,14 +345,23 @@ def fetch_usage_pages(
                 ) from exc
             stats.requests += 1
             if table.num_rows:
+                empty_run = 0
                 path = spill_dir / f"page-{len(files):06d}.parquet"
                 pq.write_table(table, path)
                 files.append(path)
                 stats.pages += 1
                 chunk_rows += table.num_rows
-            if not cursor_next or table.num_rows == 0:
+            else:  # an empty page with a cursor is followed: rows may come after it
+                empty_run += 1
+                if empty_run > MAX_EMPTY_PAGES:
+                    raise ExtractionError(
+                        f"POST /v1/usage: {empty_run} empty pages in a row that carry a cursor"
+                    )
+            if not cursor_next:
                 break
             if cursor_next in seen:
+                if not table.num_rows:
+                    break  # the same cursor came back with nothing new
                 raise ExtractionError(
                     f"POST /v1/usage: cursor {cursor_next[:24]}… repeated; refusing to loop"
                 )

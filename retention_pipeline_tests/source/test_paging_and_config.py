@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from pathlib import Path
+
 import metronome
 import pytest
 
@@ -17,12 +20,38 @@ def client_for(server) -> metronome.Metronome:
     return metronome.Metronome(bearer_token="t", base_url=server.url, max_retries=0)
 
 
-def test_an_empty_page_with_a_cursor_ends_paging(sandbox, loopback, tenant):
-    sandbox.faults.add(r"^/v1/customers$", 200, body={"data": [], "next_page": "still-more"}, times=1)
+def test_an_empty_page_with_a_cursor_is_followed_and_rows_after_it_are_kept(sandbox, loopback, tenant):
+    sandbox.faults.add(r"^/v1/customers$", 200, body={"data": [], "next_page": "more"}, times=1)
+    sandbox.faults.add(
+        r"^/v1/customers$", 200, body={"data": [tenant.customers[0]], "next_page": None}, times=1
+    )
     records = extract.fetch_customers(client_for(loopback))
     archived = [c for c in tenant.customers if c.get("archived_at")]
-    assert len(records) == len(archived)  # the active pass stopped at the empty page; the archived pass ran
-    assert sum(1 for r in sandbox.requests if r.path == "/v1/customers") == 2
+    assert len(records) == 1 + len(archived)  # the row behind the empty page was not dropped
+
+
+def test_an_empty_page_whose_cursor_comes_back_means_caught_up(sandbox, loopback, tenant):
+    sandbox.faults.add(r"^/v1/customers$", 200, body={"data": [], "next_page": "same"}, times=2)
+    records = extract.fetch_customers(client_for(loopback))
+    assert len(records) == sum(1 for c in tenant.customers if c.get("archived_at"))
+    assert sum(1 for r in sandbox.requests if r.path == "/v1/customers") == 3  # 2 active pages + archived
+
+
+def test_an_answer_without_data_or_not_json_fails_naming_the_endpoint(sandbox, loopback):
+    sandbox.faults.add(r"^/v1/customers$", 200, body={"next_page": None})
+    with pytest.raises(extract.ExtractionError, match=r"GET /v1/customers.*without `data`"):
+        extract.fetch_customers(client_for(loopback))
+    sandbox.faults.add(r"^/v1/customers$", 200, body=b"<html>oops</html>")
+    with pytest.raises(extract.ExtractionError, match=r"GET /v1/customers.*unreadable body"):
+        extract.fetch_customers(client_for(loopback))
+    sandbox.faults.add(r"^/v1/usage$", 200, body=b'{"next_page": null}')
+    window = extract.UsageWindow.for_partition(
+        "DAY", *[datetime(2026, 11, d, tzinfo=UTC) for d in (18, 19)], 0, None
+    )
+    with pytest.raises(extract.ExtractionError, match=r"not a usage page"):
+        extract.fetch_usage_pages(
+            client_for(loopback), window, Path("/nonexistent"), 31, print, extract.UsageStats()
+        )
 
 
 def test_a_repeated_cursor_is_an_error_not_an_endless_loop(sandbox, loopback, tenant):
