@@ -109,7 +109,14 @@ def build_sync_asset(cadence: str, segments: list[Segment]) -> dg.AssetsDefiniti
             "dagster/table_name": "sync.destination_state",
             WRITES: "sync.ledger, sync.ledger_items, sync.coverage, sync.last_plan, sync.runs",
         },
-        check_specs=[dg.AssetCheckSpec("identifier_coverage", asset=key)],
+        check_specs=[
+            dg.AssetCheckSpec("identifier_coverage", asset=key),
+            dg.AssetCheckSpec(
+                "all_changes_acknowledged",
+                asset=key,
+                description="Every planned change was acknowledged; rejected rows are retried next run",
+            ),
+        ],
     )
     def _asset(
         context: dg.AssetExecutionContext,
@@ -176,6 +183,20 @@ def build_sync_asset(cadence: str, segments: list[Segment]) -> dg.AssetsDefiniti
         metadata = _metadata(reports, dry_run, blocked, stale) | {
             f"exported_{k}": v for k, v in exported.items()
         }
+        outages = [r for r in reports if r.failed_requests]
+        if outages:
+            # Everything is in the ledger and nothing acknowledged is lost; the run must still not look green.
+            raise dg.Failure(
+                description="; ".join(
+                    f"{r.segment} → {r.destination}: {r.failed_requests} request(s) failed ({r.first_error})"
+                    for r in outages
+                )
+                + " — unacknowledged changes stay planned and are retried on the next run.",
+                metadata=metadata,
+            )
+        rejected = {f"{r.segment}/{r.destination}": r.rejected for r in reports if r.rejected}
+        if rejected:
+            context.log.warning(f"rows rejected by destinations (retried next run): {rejected}")
         return dg.MaterializeResult(
             metadata=metadata,
             check_results=[
@@ -186,7 +207,14 @@ def build_sync_asset(cadence: str, segments: list[Segment]) -> dg.AssetsDefiniti
                     metadata={"below_threshold": ", ".join(low) or "none", "threshold_pct": threshold},
                     description=f"Share of routed people with a usable identifier ≥ {threshold:g}% "
                     "(RETENTION_COVERAGE_MIN_PCT)",
-                )
+                ),
+                dg.AssetCheckResult(
+                    check_name="all_changes_acknowledged",
+                    passed=not rejected,
+                    severity=dg.AssetCheckSeverity.ERROR,
+                    metadata={"rejected": sum(rejected.values()), **rejected},
+                    description="Rows a destination rejected (see sync.ledger_items); they are retried next run",
+                ),
             ],
         )
 

@@ -163,6 +163,11 @@ class MetaClient(PooledClient):
             except (ValueError, AttributeError):
                 return MetaResult(**base, ok=False, reason="unparseable_response")
         error = error or {}
+        if reply.attempts > 1 and (error.get("code"), error.get("error_subcode")) == SESSION_FINISHED:
+            # Our retry of a batch whose answer was lost: Meta had received it and closed the session.
+            return MetaResult(
+                **base, ok=True, message="session finished before the retry: the first attempt landed"
+            )
         return MetaResult(
             **base,
             ok=False,
@@ -238,6 +243,9 @@ class MetaClient(PooledClient):
                 return Reply(response, attempt, reason, f"{message} after {attempt} attempts")
             time.sleep(wait)
         raise AssertionError("unreachable")
+
+
+SESSION_FINISHED = (2650, 1870159)
 
 
 def _check_rows(schema: list[str], rows: list[list[str]]) -> None:

@@ -192,6 +192,8 @@ class DestinationReport:
     rejected: int = 0
     people: int = 0
     with_identifier: int = 0
+    failed_requests: int = 0
+    first_error: str | None = None
     skipped: str | None = None
     warnings: list[str] = field(default_factory=list)
 
@@ -386,6 +388,9 @@ def run_sync(
         started_send = time.monotonic()
         result = adapters[destination].send(segment, changes, ctx)
         report.requests = len(result.requests)
+        failed = [r for r in result.requests if not r.ok]
+        report.failed_requests = len(failed)
+        report.first_error = failed[0].error if failed else None
         with connect() as con:
             report.acked, report.rejected = _record_outcome(
                 con, ctx, segment.name, destination, changes, result

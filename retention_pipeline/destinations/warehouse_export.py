@@ -36,7 +36,15 @@ def export_partition(
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / f"partition={partition_key.replace(':', '')}.parquet"
         tmp = target.with_suffix(".parquet.tmp")
-        con.execute(f"COPY ({sql}) TO '{tmp}' (FORMAT parquet)", {"cadence": cadence, "pk": partition_key})
+        literal = str(tmp).replace("'", "''")  # COPY takes no parameter for its target: quote it as a literal
+        try:
+            con.execute(
+                f"COPY ({sql}) TO '{literal}' (FORMAT parquet)", {"cadence": cadence, "pk": partition_key}
+            )
+        except duckdb.Error as exc:
+            raise ConfigError(
+                f"RETENTION_EXPORT_DIR={str(root)!r}: cannot write {target.name} ({exc})"
+            ) from exc
         os.replace(tmp, target)
         rows[table] = con.execute(
             f"SELECT count(*) FROM ({sql})", {"cadence": cadence, "pk": partition_key}

@@ -23,6 +23,7 @@ from retention_pipeline.config import ConfigError, env
 from retention_pipeline.source.tables import CONTACTS_REJECTED_TABLE, CONTACTS_TABLE
 
 REQUIRED_COLUMNS = ("customer_id", "person_id", "email", "phone", "marketing_consent")
+MAX_FIELD_CHARS = 1_000_000  # a longer field is a broken file, reported as a malformed row
 # Deliberately simple: one @, no spaces, a dot in the domain, no undecodable bytes (U+FFFD). Deliverability is the
 # ESP's job.
 EMAIL_PATTERN = r"^[^@\s\ufffd]+@[^@\s\ufffd]+\.[^@\s\ufffd]+$"
@@ -69,6 +70,7 @@ def read_contacts_csv(path: Path) -> tuple[pd.DataFrame, list[tuple[int, str]]]:
 
     Undecodable bytes are replaced rather than failing the whole file; the affected values then fail validation."""
     text = path.read_bytes().decode("utf-8-sig", errors="replace")
+    csv.field_size_limit(MAX_FIELD_CHARS)
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = [h.strip().lower() for h in next(reader)]
@@ -84,13 +86,27 @@ def read_contacts_csv(path: Path) -> tuple[pd.DataFrame, list[tuple[int, str]]]:
         )
     positions = [header.index(c) for c in REQUIRED_COLUMNS]
     good, malformed = [], []
-    for line_no, record in enumerate(reader, start=2):
+    first_line = reader.line_num + 1
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # e.g. a field over the size limit: report the line, keep reading
+            malformed.append((reader.line_num, f"malformed_row ({exc})"))
+            first_line = reader.line_num + 1
+            continue
+        lines = range(first_line, reader.line_num + 1)  # a quoted field can span several physical lines
+        first_line = reader.line_num + 1
         if not record or all(not v.strip() for v in record):
             continue
         if len(record) != len(header):
-            malformed.append((line_no, f"malformed_row ({len(record)} fields, header has {len(header)})"))
+            # An unclosed quote swallows the lines after it: every one of them is reported, none vanishes.
+            malformed += [
+                (line, f"malformed_row ({len(record)} fields, header has {len(header)})") for line in lines
+            ]
             continue
-        good.append([line_no] + [record[p] for p in positions])
+        good.append([lines[0]] + [record[p] for p in positions])
     return pd.DataFrame(good, columns=["source_row", *REQUIRED_COLUMNS]), malformed
 
 

@@ -171,3 +171,27 @@ def test_ad_payloads_are_normalized_then_hashed_per_platform(world):
     assert google["emailAddress"] == "f1904cf1a9d73a55fa5de0ac823c4403ded71afd4c3248d00bdcd0866552bb79"
     assert google["phoneNumber"] == hashlib.sha256(b"+15559876543").hexdigest()
     assert "mary" not in payloads["meta"].lower() + payloads["google"].lower()
+
+
+def test_export_path_with_a_quote_is_written(world, tmp_path):
+    from retention_pipeline.destinations.warehouse_export import export_partition
+
+    warehouse, segments = world
+    materialize(warehouse, segments, [{"customer_id": "a0", **DROP}])
+    root = tmp_path / "it's here"
+    with warehouse.connect() as con:
+        rows = export_partition(con, root, "daily", "2026-11-19")
+    assert rows["members"] >= 1 and (root / "members" / "cadence=daily" / "partition=2026-11-19.parquet").exists()
+
+
+def test_meta_retry_refused_as_session_finished_counts_as_landed():
+    """A retry after a lost answer meets Meta's 'session already finished' (2650/1870159): the batch had landed."""
+    import httpx
+
+    from retention_pipeline.destinations._http import Reply
+    from retention_pipeline.destinations.meta import MetaClient
+
+    client = MetaClient(graph_url="http://meta.invalid/v25.0", access_token="t", ad_account_id="1")
+    finished = httpx.Response(400, json={"error": {"code": 2650, "error_subcode": 1870159, "message": "done"}})
+    assert client._result(Reply(finished, attempts=2), "aud", 7, 1, 0, 10).ok
+    assert not client._result(Reply(finished, attempts=1), "aud", 7, 1, 0, 10).ok  # a first attempt is an error

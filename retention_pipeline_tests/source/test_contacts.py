@@ -61,3 +61,25 @@ def test_load_writes_both_tables_and_counts(csv_path):
     assert result.issues == {"invalid_email": 2, "invalid_phone": 1, "invalid_consent": 1}
     assert con.execute("SELECT count(*) FROM raw.contacts").fetchone()[0] == 5
     assert con.execute("SELECT count(*) FROM raw.contacts_rejected").fetchone()[0] == 4
+
+
+def test_an_unclosed_quote_or_a_huge_field_is_reported_line_by_line(tmp_path):
+    path = tmp_path / "broken.csv"
+    path.write_text(
+        "customer_id,person_id,email,phone,marketing_consent\n"
+        "c1,p1,a@example.com,,true\n"
+        'c1,p2,"b@example.com,,true\n'  # the quote never closes: it swallows the lines below
+        "c1,p3,c@example.com,,true\n"
+        "c1,p4,d@example.com,,true\n"
+    )
+    frame, malformed = read_contacts_csv(path)
+    assert list(frame["person_id"]) == ["p1"]
+    assert [line for line, _ in malformed] == [3, 4, 5]  # every swallowed line is accounted for
+
+    path.write_text(
+        "customer_id,person_id,email,phone,marketing_consent\n"
+        f"c1,p1,{'x' * 2_000_000},,true\n"
+        "c1,p2,b@example.com,,true\n"
+    )
+    frame, malformed = read_contacts_csv(path)
+    assert list(frame["person_id"]) == ["p2"] and len(malformed) == 1 and "field larger" in malformed[0][1]
