@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 
-.PHONY: install run test dev lint format clean
+.PHONY: install run test dev lint format clean bench reliability
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,14 @@ test: $(STAMP)
 ## The Dagster UI on http://127.0.0.1:3000 with a persistent, git-ignored DAGSTER_HOME.
 dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+## Performance: every stage against its reference, as ratios (writes bench/results/ and docs/performance.md).
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
+## Fault suite: faults, kills, concurrency, bad input; prints the table and updates docs/reliability.md.
+reliability: $(STAMP)
+	$(BIN)/python -m reliability.run
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
