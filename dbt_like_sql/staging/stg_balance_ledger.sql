@@ -6,14 +6,19 @@ columns:
   amount: Signed amount (deductions are negative), in the credit type's unit.
   entry_at: When the entry applies (UTC).
 */
+-- unnest in the SELECT list, not as a lateral join (which DuckDB turns into a hash join on the whole JSON text).
+WITH entries AS (
+    SELECT id AS balance_id, customer_id, type AS balance_type, unnest(CAST(ledger AS JSON[])) AS entry
+    FROM raw.metronome_balances
+    WHERE archived_at IS NULL
+)
+
 SELECT
-    b.id AS balance_id,
-    b.customer_id,
-    b.type AS balance_type,
+    balance_id,
+    customer_id,
+    balance_type,
     entry ->> 'type' AS entry_type,
     entry ->> 'segment_id' AS segment_id,
     CAST(entry ->> 'amount' AS DOUBLE) AS amount,
     CAST(entry ->> 'timestamp' AS TIMESTAMPTZ) AT TIME ZONE 'UTC' AS entry_at
-FROM raw.metronome_balances AS b,
-    unnest(CAST(b.ledger AS JSON[])) AS t(entry)
-WHERE b.archived_at IS NULL
+FROM entries

@@ -10,16 +10,22 @@ columns:
 tests:
   - not_null: [balance_id, segment_id]
 */
+-- unnest in the SELECT list, not as a lateral join (which DuckDB turns into a hash join on the whole JSON text).
+WITH items AS (
+    SELECT id AS balance_id, customer_id, contract_id, type AS balance_type, credit_type_id,
+        unnest(CAST(schedule_items AS JSON[])) AS item
+    FROM raw.metronome_balances
+    WHERE archived_at IS NULL
+)
+
 SELECT
-    b.id AS balance_id,
-    b.customer_id,
-    b.contract_id,
-    b.type AS balance_type,
-    b.credit_type_id,
+    balance_id,
+    customer_id,
+    contract_id,
+    balance_type,
+    credit_type_id,
     item ->> 'id' AS segment_id,
     CAST(item ->> 'amount' AS DOUBLE) AS amount,
     CAST(item ->> 'starting_at' AS TIMESTAMPTZ) AT TIME ZONE 'UTC' AS starting_at,
     CAST(item ->> 'ending_before' AS TIMESTAMPTZ) AT TIME ZONE 'UTC' AS ending_before
-FROM raw.metronome_balances AS b,
-    unnest(CAST(b.schedule_items AS JSON[])) AS t(item)
-WHERE b.archived_at IS NULL
+FROM items

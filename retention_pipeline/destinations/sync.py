@@ -78,7 +78,7 @@ payloads AS (
     SELECT p.segment, p.destination, p.customer_id, p.person_id,
         CASE p.destination
             WHEN 'customerio' THEN CASE WHEN p.person_id IS NOT NULL THEN json_object(
-                'email', p.email, 'tier', coalesce(p.tier, 'member'), 'reason', p.reason, 'as_of', p.as_of,
+                'email', p.email, 'tier', coalesce(p.tier, 'member'), 'reason', p.reason,
                 'features', json_object(
                     'usage_7d', f.usage_7d, 'usage_prior_7d', f.usage_prior_7d,
                     'wow_usage_change_pct', round(f.wow_usage_change_pct, 1),

@@ -1,11 +1,12 @@
 """Extraction assets: Metronome objects and contacts into the DuckDB `raw` schema."""
 
+import functools
 import time
 from datetime import UTC, datetime
 
 import dagster as dg
 
-from retention_pipeline.config import positive_int
+from retention_pipeline.config import ConfigError, positive_int
 from retention_pipeline.partitions import DAILY, HOURLY
 from retention_pipeline.source import extract
 from retention_pipeline.source.contacts import (
@@ -81,13 +82,31 @@ def _snapshot_result(
     )
 
 
+def fail_fast_on_config(fn):
+    """A ConfigError is not transient: fail at once instead of letting the RetryPolicy repeat it."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ConfigError as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from exc
+
+    return wrapper
+
+
+def _external_asset(**kwargs):
+    """An asset that talks to an external system: retried on transient errors, never on configuration errors."""
+    decorate = dg.asset(retry_policy=EXTERNAL_RETRY, **kwargs)
+    return lambda fn: decorate(fail_fast_on_config(fn))
+
+
 def _snapshot_asset(table: RawTable, description: str, deps: list | None = None):
-    return dg.asset(
+    return _external_asset(
         key=_key(table.name),
         group_name=GROUP,
         kinds=KINDS,
         pool="duckdb",
-        retry_policy=EXTERNAL_RETRY,
         deps=deps or [],
         description=description,
         metadata=_table_metadata(table.name),
@@ -241,13 +260,12 @@ def _usage(
 
 def _usage_asset(name: str, window_size: str, partitions_def, description: str):
     key = dg.AssetKey(["raw", name])
-    return dg.asset(
+    return _external_asset(
         key=key,
         tags={"cadence": "daily" if window_size == "DAY" else "hourly"},
         group_name=GROUP,
         kinds=KINDS,
         pool="duckdb",
-        retry_policy=EXTERNAL_RETRY,
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
         description=description,

@@ -1,0 +1,218 @@
+"""The generated part of docs/performance.md: machine, exact command, goals and per-stage details.
+
+Only the text between the two markers is replaced, so the hand-written findings around it survive every run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+START = "<!-- bench:results:start -->"
+END = "<!-- bench:results:end -->"
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:,.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _met(value) -> str:
+    return {True: "✅ met", False: "❌ missed", None: "—"}[value]
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(c) if not isinstance(c, str) else c for c in row) + " |" for row in rows]
+    return lines
+
+
+def _mem(result: dict, name: str = "pipeline"):
+    """Peak RSS of `name` run alone in a fresh process (the stage's memory probe)."""
+    return result.get("memory", {}).get(name, {}).get("peak_rss_mib")
+
+
+def _details(size: str, stages: dict) -> list[str]:
+    rows = []
+    ing = stages.get("ingestion", {})
+    if "pipeline" in ing:
+        rows.append(["ingestion", f"pipeline: extract_usage over {ing['pages']} recorded pages ({ing['rows']:,} rows)",
+                     ing["pipeline"]["seconds"], _mem(ing), f"{ing['pipeline']['rows_per_s']:,} rows/s"])  # fmt: skip
+        rows.append(["ingestion", "reference: DuckDB read_json of the same page files", ing["read_json"]["seconds"],
+                     _mem(ing, "read_json"), f"{ing['read_json']['rows_per_s']:,} rows/s"])  # fmt: skip
+    feat = stages.get("features", {})
+    if "customer_features" in feat:
+        rows.append(["features", "pipeline: build_model(analytics.customer_features), daily", feat["customer_features"]["seconds"],
+                     None, f"{feat['customers']:,} customers, {feat['usage_rows']:,} usage rows"])  # fmt: skip
+        rows.append(["features", "pipeline: features from raw = the staging tables it reads ("
+                     + ", ".join(t.split(".")[1] for t in feat["upstream_models"]) + ") + customer_features",
+                     feat["features_from_raw"]["seconds"], _mem(feat), ""])  # fmt: skip
+        rows.append(["features", "reference: one DuckDB aggregate over raw.metronome_usage", feat["duckdb_aggregate"]["seconds"],
+                     _mem(feat, "duckdb_aggregate"), f"customer_features ÷ aggregate = {_fmt(feat['ratio_vs_aggregate'])}"])  # fmt: skip
+        check = feat["pandas_check"]
+        rows.append(["features", "reference: pandas implementation (bench/references.py)", feat["pandas"]["seconds"],
+                     _mem(feat, "pandas"),
+                     f"pandas ÷ features from raw = {_fmt(feat['pandas_slower_by_from_raw'])} (÷ customer_features "
+                     f"alone {_fmt(feat['pandas_slower_by'])}); same numbers: {_fmt(check['equal'])} "
+                     f"({check['rows_compared']:,} rows × {check['columns_compared']} columns); "
+                     f"reading its input from DuckDB (not timed): {_fmt(feat['pandas_input_fetch']['seconds'])} s"])  # fmt: skip
+        rows.append(["features", "info: every model of a daily run, in build order",
+                     feat["all_models"]["seconds"], None,
+                     ", ".join(f"{t.split('.')[1]} {_fmt(v)}" for t, v in feat["all_models_by_table"].items())])  # fmt: skip
+        proposal = feat.get("proposed_staging", {})
+        if proposal.get("applies"):
+            rows.append(["features", "what-if: the two balance staging models as the project builds them",
+                         proposal["project_sql_seconds"], _mem(feat, "staging_project_sql"), ""])  # fmt: skip
+            rows.append(["features", "what-if: the same two models with the SQL proposed below (bench/proposals.py)",
+                         proposal["proposed_sql_seconds"], _mem(feat, "staging_proposed_sql"),
+                         f"{_fmt(proposal['speedup'])}× faster, same rows: {_fmt(proposal['same_rows'])}; features "
+                         f"from raw would take {_fmt(proposal['features_from_raw_seconds_with_proposal'])} s, pandas "
+                         f"÷ that = {_fmt(proposal['pandas_slower_by_with_proposal'])}"])  # fmt: skip
+    seg = stages.get("segments", {})
+    if "segments_and_plan" in seg:
+        plan = ", ".join(
+            f"{d}: " + " ".join(f"{op} {n:,}" for op, n in ops.items()) for d, ops in seg["plan"].items()
+        )
+        rows.append(["segments", f"pipeline: compute_partition (hourly + daily) + compute_plan, {seg['exit_pct']}% of "
+                     f"{seg['member_accounts_before']:,} member accounts leave", seg["segments_and_plan"]["seconds"],
+                     _mem(seg), f"plan: {plan}"])  # fmt: skip
+        rows.append(["segments", "yardstick: one DuckDB aggregate (same process)", seg["duckdb_aggregate"]["seconds"],
+                     None, f"ratio {_fmt(seg['ratio_vs_aggregate'])}"])  # fmt: skip
+    sync = stages.get("sync", {})
+    if "churn_sync" in sync:
+        for label, key in (("initial full sync", "initial_sync"), ("churn sync", "churn_sync")):
+            r = sync[key]
+            per = "; ".join(f"{d} {v['changes']:,} changes / {v['requests']} req (expected {v['expected_requests']})"
+                            for d, v in r["by_destination"].items())  # fmt: skip
+            rows.append(["sync", f"pipeline: run_sync, {label}, loopback sandboxes", r["seconds"],
+                         _mem(sync) if key == "churn_sync" else None,
+                         f"{r['changes_per_s']:,} changes/s end to end, {r['changes_per_s_sending']:,}/s while sending "
+                         f"({_fmt(r['send_seconds'])} s); {per}"])  # fmt: skip
+        drt = sync.get("drt", {})
+        if drt.get("status") == "ok":
+            rows.append(["sync", f"reference: {drt['version']} pushing the same rows (`drt run`, {drt['syncs']} syncs)",
+                         drt["seconds"], None,
+                         f"its own total {_fmt(drt.get('internal_seconds'))} s, {_fmt(drt.get('changes_per_s'))} "
+                         "changes/s; requests "
+                         + ", ".join(f"{d} {n}" for d, n in drt["requests"].items())
+                         + f"; non-2xx {drt['non_2xx']}"])  # fmt: skip
+        else:
+            rows.append(
+                ["sync", "reference: drt-core", None, None, f"{drt.get('status')}: {drt.get('reason', '')}"]
+            )
+    inc = stages.get("incremental", {})
+    if "histories" in inc:
+        for name, r in inc["histories"].items():
+            steps = ", ".join(f"{k} {_fmt(v)}" for k, v in r["steps"].items())
+            rows.append(["incremental", f"daily run for {inc['day']} on {name} of history ({r['usage_rows_before']:,} rows)",
+                         r["seconds"], _mem(inc) if name == list(inc["histories"])[-1] else None, steps])  # fmt: skip
+    for stage, result in stages.items():
+        if "error" in result:
+            last = result["error"].strip().splitlines()[-1]
+            rows.append([stage, "**failed**", None, None, last.replace("|", "\\|")])
+    return [
+        f"#### {int(size):,} customers",
+        "",
+        *_table(["stage", "what", "median s", "peak RSS MiB", "notes"], rows),
+        "",
+    ]
+
+
+def _relative(path: Path) -> str:
+    root = Path(__file__).resolve().parents[1]
+    try:
+        return path.resolve().relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def render(report: dict, results_path: Path) -> str:
+    m = report["machine"]
+    lines = [
+        START,
+        "",
+        f"## Latest results ({report['date']})",
+        "",
+        f"Generated by `{report['command']}` (started {report['started_at']}, finished {report['finished_at']}); "
+        f"raw numbers in `{_relative(results_path)}`. "
+        "Times are medians of "
+        f"{report['config']['reps']} interleaved repetition(s) in one process per stage; peak RSS is the kernel's "
+        "high-water mark of a fresh process running only that step (interpreter and imports included).",
+        "",
+        *_table(
+            ["machine", ""],
+            [
+                ["cores (`nproc`)", m["nproc"]],
+                ["CPU", m["cpu"]],
+                ["memory", f"{m['memory_gib']} GiB"],
+                ["OS", m["os"]],
+                [
+                    "Python / DuckDB / pandas / pyarrow",
+                    f"{m['python']} / {m['duckdb']} / {m['pandas']} / {m['pyarrow']}",
+                ],
+                ["load average at start → end", f"{m.get('load_average')} → {m.get('load_average_at_end')}"],
+                [
+                    "code measured",
+                    f"commit {report.get('code', {}).get('commit', '?')}"
+                    + (
+                        f", with uncommitted changes to {', '.join(report['code']['uncommitted'])}"
+                        if report.get("code", {}).get("uncommitted")
+                        else ""
+                    ),
+                ],
+            ],
+        ),
+        "",
+        "### Goals",
+        "",
+        *_table(
+            ["stage", "metric", "customers", "value (wall time)", "same on CPU time", "goal", "met?"],
+            [
+                [
+                    g["stage"],
+                    g["metric"],
+                    g["size"],
+                    g["value"],
+                    g.get("cpu_value"),
+                    g["goal"],
+                    _met(g["met"]),
+                ]
+                for g in report["goals"]
+            ],
+        ),
+        "",
+        "Goals are judged on wall-time medians; the CPU-time column is the same ratio on the process's CPU time "
+        "(all its threads), which other work on a shared machine does not inflate.",
+        "",
+        "### Details",
+        "",
+    ]
+    for size, stages in report["sizes"].items():
+        lines += _details(size, stages)
+    lines.append(END)
+    return "\n".join(lines)
+
+
+TEMPLATE = """# Performance
+
+How fast the pipeline is against what a user would otherwise use, measured with `make bench`
+(`python -m bench.run`). Everything is a ratio against a reference measured side by side in the same run.
+
+{results}
+"""
+
+
+def update_doc(path: Path, report: dict, results_path: Path) -> None:
+    generated = render(report, results_path)
+    if path.exists() and START in (text := path.read_text()) and END in text:
+        before, rest = text.split(START, 1)
+        after = rest.split(END, 1)[1]
+        path.write_text(before + generated + after)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(TEMPLATE.format(results=generated))
