@@ -1,0 +1,255 @@
+"""Destination faults: Customer.io, Meta and Google sandboxes on loopback, each behind a recording fault proxy.
+
+Every case starts from the same prepared DuckDB file (the daily job up to its sync, run once) and fresh, empty
+destination sandboxes, runs the daily sync with the fault, and checks the destinations against the desired state
+(`segments.audiences` through the engine's own desired-state SQL): Customer.io manual segments and attributes, Meta
+audience rows, Google user lists; no planned item left unacknowledged; every Customer.io event accepted once.
+Where the design retries rejected items on the next run, one normal sync follows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from reliability.proxy import Exchange, Rule
+from reliability.report import Row
+from reliability.workspace import ACTIVATION_HISTORY_DAYS, DAY, SYNC_DAILY, Destinations, Suite, upstream_of
+
+GROUP = "Destinations"
+BATCH = r"/api/v2/batch$"
+SEGMENT_CALL = r"/api/v1/segments/[^/]+/(add|remove)_customers$"
+META_USERS = r"/\d+/users$"
+GOOGLE_MEMBERS = r"/v1/audienceMembers:(ingest|remove)$"
+CIO_TIMEOUT_S, AD_TIMEOUT_S = 30, 60  # the clients' own timeouts (not configurable by env)
+
+
+def _graph_error(code: int, message: str, subcode: int | None = None, transient: bool = True) -> bytes:
+    error = {"message": message, "type": "OAuthException", "code": code, "fbtrace_id": "rlbTrace"}
+    if subcode:
+        error["error_subcode"] = subcode
+    if transient:
+        error["is_transient"] = True
+    return json.dumps({"error": error}).encode()
+
+
+BUC = {"X-Business-Use-Case-Usage": json.dumps({"1234567890": [{"type": "custom_audience", "call_count": 100,
+                                                                 "estimated_time_to_regain_access": 0}]})}  # fmt: skip
+RESOURCE_EXHAUSTED = json.dumps({"error": {
+    "code": 429, "status": "RESOURCE_EXHAUSTED",
+    "message": "Quota exceeded for quota metric 'Ingestion requests' and limit 'IngestionMutateRequestsPerMinutePerProject'.",
+    "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "RATE_LIMIT_EXCEEDED",
+                 "domain": "googleapis.com", "metadata": {"quota_limit": "IngestionMutateRequestsPerMinutePerProject"}}],
+}}).encode()  # fmt: skip
+
+
+def _invalid_entry(e: Exchange, status: int, payload: object):
+    """Meta accepted the rows but reports the first one as an invalid entry (with its value as the sample)."""
+    body = e.json()
+    rows = (body or {}).get("payload", {}).get("data") if isinstance(body, dict) else None
+    if status != 200 or not rows or not isinstance(payload, dict):
+        return None
+    payload["num_invalid_entries"] = 1
+    payload["invalid_entry_samples"] = {rows[0][0] or rows[0][1]: "Invalid format"}
+    return status, payload
+
+
+@dataclass
+class DestinationFault:
+    destination: str
+    name: str
+    arm: Callable[[Destinations], None]
+    note: str
+    rerun: bool = False  # the design retries this fault's items on the next run
+    disarm: Callable[[Destinations], None] | None = None
+    quick: bool = False
+    slow: bool = False
+
+
+def _proxy(d: Destinations, destination: str):
+    return {"customerio": d.cio_proxy, "meta": d.meta_proxy, "google": d.google_proxy}[destination]
+
+
+def _rules(destination: str, *rules: Rule) -> Callable[[Destinations], None]:
+    def arm(d: Destinations) -> None:
+        for rule in rules:
+            _proxy(d, destination).add(rule)
+
+    return arm
+
+
+def _statuses(
+    path: str, *statuses: int, body: bytes | None = None, headers: dict | None = None
+) -> list[Rule]:
+    return [
+        Rule("status", method="POST", path=path, status=s, body=body, headers=headers or {}) for s in statuses
+    ]
+
+
+def _reject_people(d: Destinations) -> None:
+    people = sorted(d.cio_candidates)[:3]
+    d.cio.reject_identifiers(*people)
+
+
+def _accept_people(d: Destinations) -> None:
+    d.cio._rejected.clear()  # the workspace fixed the data: the destination accepts them again
+
+
+def faults() -> list[DestinationFault]:
+    cio_body = json.dumps({"meta": {"error": "Your request is over the 100-per-second limit."}}).encode()
+    batch_400 = json.dumps(
+        {"errors": [{"reason": "invalid", "field": "batch", "message": "malformed op"}]}
+    ).encode()
+    return [
+        # Customer.io
+        DestinationFault("customerio", "429 with Retry-After: 1 (batch ×2, segment add ×1)",
+                         _rules("customerio", *_statuses(BATCH, 429, 429, body=cio_body, headers={"Retry-After": "1"}),
+                                Rule("status", path=SEGMENT_CALL, status=429, body=cio_body, headers={"Retry-After": "1"})),
+                         "same run"),
+        DestinationFault("customerio", "429 without Retry-After (×2)",
+                         _rules("customerio", *_statuses(BATCH, 429, 429, body=cio_body)), "backoff, same run"),
+        DestinationFault("customerio", "500, 502, 503 (batch) and 503 (segment add)",
+                         _rules("customerio", *_statuses(BATCH, 500, 502, 503), *_statuses(SEGMENT_CALL, 503)),
+                         "same run"),
+        DestinationFault("customerio", f"timeout before processing (batch stalled {CIO_TIMEOUT_S + 2} s)",
+                         _rules("customerio", Rule("stall", method="POST", path=BATCH, seconds=CIO_TIMEOUT_S + 2)),
+                         "client timeout, resent", slow=True),
+        DestinationFault("customerio", "timeout after processing (batch applied, answer lost)",
+                         _rules("customerio", Rule("stall", method="POST", path=BATCH, seconds=CIO_TIMEOUT_S + 2,
+                                                   forward_first=True)),
+                         "resent events dropped by their ids", slow=True),
+        DestinationFault("customerio", "connection reset after processing (batch applied)",
+                         _rules("customerio", Rule("reset", method="POST", path=BATCH, forward_first=True),
+                                Rule("reset", method="POST", path=SEGMENT_CALL, forward_first=True)),
+                         "resent; event ids and idempotent segment calls absorb it", quick=True),
+        DestinationFault("customerio", "207: per-item errors for 3 people", _reject_people,
+                         "rejected with reason, retried next run", rerun=True, disarm=_accept_people, quick=True),
+        DestinationFault("customerio", "400: whole batch rejected once",
+                         _rules("customerio", *_statuses(BATCH, 400, body=batch_400)), "bisected, same run"),
+        # Meta
+        DestinationFault("meta", "throttle code 80003 (HTTP 400, X-Business-Use-Case-Usage) ×2",
+                         _rules("meta", *[Rule("status", path=META_USERS, status=400,
+                                               body=_graph_error(80003, "There have been too many calls to this "
+                                                                 "ad-account."), headers=BUC) for _ in range(2)]),
+                         "waited, same run"),
+        DestinationFault("meta", "throttle codes 17, 613, 4, 80004",
+                         _rules("meta", *[Rule("status", path=META_USERS, status=400,
+                                               body=_graph_error(c, "User request limit reached", transient=False))
+                                          for c in (17, 613, 4, 80004)]), "waited, same run"),
+        DestinationFault("meta", "429 and 500, 503", _rules("meta", *[Rule("status", path=META_USERS,
+                                                                         status=s, body=_graph_error(1, "error"))
+                                                                    for s in (429, 500, 503)]), "same run"),
+        DestinationFault("meta", f"timeout before processing (stalled {AD_TIMEOUT_S + 2} s)",
+                         _rules("meta", Rule("stall", path=META_USERS, seconds=AD_TIMEOUT_S + 2)),
+                         "client timeout, resent", slow=True),
+        DestinationFault("meta", "connection reset after processing",
+                         _rules("meta", Rule("reset", path=META_USERS, forward_first=True)),
+                         "resent; adds are idempotent"),
+        DestinationFault("meta", "invalid entries (num_invalid_entries with a sample)",
+                         _rules("meta", Rule("rewrite", path=META_USERS, rewrite=_invalid_entry)),
+                         "row rejected with reason, retried next run", rerun=True, quick=True),
+        # Google
+        DestinationFault("google", "429 RESOURCE_EXHAUSTED (ErrorInfo quota_limit) ×2",
+                         _rules("google", *_statuses(GOOGLE_MEMBERS, 429, 429, body=RESOURCE_EXHAUSTED)),
+                         "backoff, same run", quick=True),
+        DestinationFault("google", "500, 502, 503",
+                         _rules("google", *_statuses(GOOGLE_MEMBERS, 500, 502, 503)), "same run"),
+        DestinationFault("google", f"timeout before processing (stalled {AD_TIMEOUT_S + 2} s)",
+                         _rules("google", Rule("stall", method="POST", path=GOOGLE_MEMBERS, seconds=AD_TIMEOUT_S + 2)),
+                         "client timeout, resent", slow=True),
+        DestinationFault("google", "connection reset after processing",
+                         _rules("google", Rule("reset", method="POST", path=GOOGLE_MEMBERS, forward_first=True)),
+                         "resent; ingest is idempotent per member"),
+        # Outage
+        DestinationFault("customerio", "outage: every Customer.io request 503 for a whole run",
+                         _rules("customerio", Rule("status", method="POST", path=BATCH, status=503, times=10**9)),
+                         "retries exhausted; items retried next run", rerun=True, slow=True),
+    ]  # fmt: skip
+
+
+def prepare_base(suite: Suite) -> None:
+    """The daily job up to its sync, once; every destination case starts from a copy of this file."""
+    if suite.base_daily is not None:
+        return
+    ws = suite.workspace("destinations-base", history_days=ACTIVATION_HISTORY_DAYS, destinations=True)
+    outcome = ws.run("daily_retention", DAY, upstream_of("daily_retention", SYNC_DAILY[0]))
+    if not outcome.success:
+        raise RuntimeError(f"preparing the destination base failed: {outcome.message}")
+    suite.base_daily = suite.root / "base-daily.duckdb"
+    ws.snapshot_db(suite.base_daily)
+    ws.close()
+
+
+def run_fault(suite: Suite, fault: DestinationFault) -> Row:
+    prepare_base(suite)
+    row = Row(GROUP, f"{fault.destination}: {fault.name}")
+    ws = suite.workspace(f"dest-{fault.destination}", history_days=ACTIVATION_HISTORY_DAYS, destinations=True)
+    ws.adopt_db(suite.base_daily)
+    d = ws.destinations
+    d.cio_candidates = {r[0] for r in ws.query("SELECT person_id FROM segments.audiences WHERE destination = "
+                                               "'customerio' AND person_id IS NOT NULL")}  # fmt: skip
+    fault.arm(d)
+    first = ws.run("daily_retention", DAY, SYNC_DAILY)
+    row.injections = sum(p.injected() for p in d.proxies)
+    rejected = ws.query(
+        "SELECT destination, count(*), any_value(reason) FROM sync.ledger_items WHERE status = 'rejected' GROUP BY 1"
+    )
+    if fault.name.startswith("207"):
+        row.injections = sum(n for dest, n, _ in rejected if dest == "customerio")
+    for proxy in d.proxies:
+        proxy.clear()
+    if fault.disarm:
+        fault.disarm(d)
+    check = ws.destination_check("daily")
+    notes, named = [fault.note], True
+    if not first.success:
+        named = first.names(fault.destination.replace("customerio", "customer.io")) or first.names(
+            fault.destination
+        )
+        row.messages.append(first.message[:300])
+        notes.append(f"run failed{' naming the destination' if named else ' WITHOUT naming the destination'}: "
+                     f"{first.errors[0][:90] if first.errors else ''}")  # fmt: skip
+    elif not check.converged:
+        loud = [f"check {c} failed" for c in first.failed_checks if "acknowledged" in c] + [
+            f"warning: {w[:70]}" for w in first.warnings if "reject" in w.lower() or "acknowledg" in w.lower()
+        ]
+        reasons = "; ".join(f"{dst}: {r}" for dst, _, r in rejected)
+        notes.append(f"first run completed with {check.pending} item(s) unacknowledged"
+                     + (f" ({'; '.join(loud)})" if loud else ", no warning and no failed check"))  # fmt: skip
+        if rejected:
+            notes.append(f"reasons in sync.ledger_items: {reasons[:160]}")
+        if not loud:
+            row.flag(
+                "F4", f"silent partial success: {check.pending} item(s) unacknowledged, run green, no warning"
+            )
+        if "session has already finished" in reasons:
+            row.flag("F5", "Meta refused the retried final batch: session already finished")
+    if fault.rerun or not check.converged:
+        second = ws.run("daily_retention", DAY, SYNC_DAILY)
+        check = ws.destination_check("daily")
+        converged = second.success and check.converged
+        notes.append("converged after one normal re-run" if converged else "did not converge after a re-run")
+        if not second.success:
+            row.messages.append(second.message[:300])
+    else:
+        converged = first.success
+        notes.append("converged in the same run")
+    recovered = converged and check.converged and named
+    if check.dropped_duplicate_events:
+        notes.append(f"{check.dropped_duplicate_events} resent event(s) dropped by id")
+    row.case(recovered, lost=check.diverged + check.pending, duplicates=check.duplicates,
+             message=None if recovered else "; ".join(check.details)[:300])  # fmt: skip
+    row.notes = "; ".join(n for n in notes if n)
+    ws.close()
+    return row
+
+
+def scenarios(suite: Suite, quick: bool) -> list[Row]:
+    rows = []
+    for fault in faults():
+        if quick and not fault.quick:
+            continue
+        rows.append(run_fault(suite, fault))
+        suite.progress(rows[-1])
+    return rows
