@@ -314,8 +314,13 @@ def env_cases(tmp: Path) -> list[EnvCase]:
         EnvCase("CUSTOMERIO_API_KEY", "", "sync"),  # site id without its key
         EnvCase("META_GRAPH_URL", "https://graph.facebook.com", "sync"),
         EnvCase("RETENTION_DESTINATIONS_CONFIG", str(tmp / "missing.yaml"), "sync"),
-        EnvCase("RETENTION_EXPORT_DIR", str(tmp / "o'brien" / "exports"), "sync", finding="F8",
-                works_if=lambda: any((tmp / "o'brien" / "exports").rglob("*.parquet"))),
+        EnvCase(
+            "RETENTION_EXPORT_DIR",
+            str(tmp / "o'brien" / "exports"),
+            "sync",
+            finding="F8",
+            works_if=lambda: any((tmp / "o'brien" / "exports").rglob("*.parquet")),
+        ),
         EnvCase("RETENTION_EXPORT_DIR", str(tmp / "contacts.csv"), "sync"),  # a file, not a folder
         EnvCase("RETENTION_ATTRIBUTION_DAYS", "-7", "model", quick=True),
         EnvCase("RETENTION_LIFT_WINDOW_DAYS", "a fortnight", "model"),

@@ -138,14 +138,18 @@ def sync(suite: Suite, kills: int, rng: random.Random, days: list[str]) -> Row:
         check = ws.destination_check("daily")
         if not (outcome.success and check.converged and check.duplicates == 0):
             unconverged.append(f"{day}: {outcome.message or '; '.join(check.details)}"[:200])
-    row = Row(GROUP, f"kill -9 during sync (daily activation), ×{landed} over {len(used)} day(s), then a normal run")
+    row = Row(
+        GROUP, f"kill -9 during sync (daily activation), ×{landed} over {len(used)} day(s), then a normal run"
+    )
     row.injections = landed
     diverged = (check.diverged + check.pending) if check else 0
     row.case(
         not corrupt and not unconverged and landed >= kills,
         lost=diverged,
         duplicates=check.duplicates if check else 0,
-        message=unconverged[0] if unconverged else (None if landed >= kills else f"only {landed} of {kills} kills"),
+        message=unconverged[0]
+        if unconverged
+        else (None if landed >= kills else f"only {landed} of {kills} kills"),
     )
     unacked = ws.query("SELECT count(*) FROM sync.ledger_items WHERE status = 'unacknowledged'")[0][0]
     dropped = check.dropped_duplicate_events if check else 0
