@@ -343,10 +343,13 @@ def run_sync(
     started = datetime.now(UTC).replace(tzinfo=None)
     with connect() as con:
         ensure_tables(con)
+        # A previous run of these segments died between intent and ack: those items are simply planned again.
+        # (Only these segments: the other cadence's sync may be sending right now.)
         con.execute(
-            "UPDATE sync.ledger_items SET status = 'unacknowledged', updated_at = ? WHERE status = 'intent'",
-            [started],
-        )  # a previous run died between intent and ack: those items are simply planned again
+            "UPDATE sync.ledger_items SET status = 'unacknowledged', updated_at = ? "
+            "WHERE status = 'intent' AND segment IN (SELECT unnest(?::VARCHAR[]))",
+            [started, names],
+        )
         con.execute(
             "INSERT INTO sync.runs VALUES (?, ?, ?, ?, ?, NULL, 'running')",
             [ctx.sync_id, ctx.cadence, ctx.partition_key, dry_run, started],
