@@ -528,6 +528,11 @@ class Workspace:
 
     def plan_size(self, cadence: str) -> tuple[int, int]:
         """(items, segment × destination pairs) the next sync of the cadence would send."""
+        plan = self.plan(cadence)
+        return sum(plan.values()), len({(segment, destination) for segment, destination, _ in plan})
+
+    def plan(self, cadence: str) -> dict[tuple[str, str, str], int]:
+        """(segment, destination, operation) → items the next sync of the cadence would send."""
         from retention_pipeline.destinations.sync import compute_plan, ensure_tables
 
         names = [s.name for s in self.suite.segments if s.cadence == cadence and s.purpose == "target"]
@@ -536,11 +541,11 @@ class Workspace:
         with duckdb.connect(str(copy)) as con:
             ensure_tables(con)
             compute_plan(con, names)
-            items, pairs = con.execute(
-                "SELECT count(*), count(DISTINCT (segment, destination)) FROM sync_plan"
-            ).fetchone()
+            rows = con.execute(
+                "SELECT segment, destination, operation, count(*) FROM sync_plan GROUP BY ALL"
+            ).fetchall()
         copy.unlink()
-        return items, pairs
+        return {(segment, destination, operation): n for segment, destination, operation, n in rows}
 
     def query_count_raw_containing(self, marker: str) -> int:
         """Snapshot objects whose stored `raw` JSON contains the marker (what the API sent is kept verbatim)."""

@@ -64,7 +64,6 @@ class DestinationFault:
     rerun: bool = False  # the design retries this fault's items on the next run
     disarm: Callable[[Destinations], None] | None = None
     quick: bool = False
-    slow: bool = False
 
 
 def _proxy(d: Destinations, destination: str):
@@ -114,11 +113,11 @@ def faults() -> list[DestinationFault]:
                          "same run"),
         DestinationFault("customerio", f"timeout before processing (batch stalled {CIO_TIMEOUT_S + 2} s)",
                          _rules("customerio", Rule("stall", method="POST", path=BATCH, seconds=CIO_TIMEOUT_S + 2)),
-                         "client timeout, resent", slow=True),
+                         "client timeout, resent"),
         DestinationFault("customerio", "timeout after processing (batch applied, answer lost)",
                          _rules("customerio", Rule("stall", method="POST", path=BATCH, seconds=CIO_TIMEOUT_S + 2,
                                                    forward_first=True)),
-                         "resent events dropped by their ids", slow=True),
+                         "resent events dropped by their ids"),
         DestinationFault("customerio", "connection reset after processing (batch applied)",
                          _rules("customerio", Rule("reset", method="POST", path=BATCH, forward_first=True),
                                 Rule("reset", method="POST", path=SEGMENT_CALL, forward_first=True)),
@@ -142,7 +141,7 @@ def faults() -> list[DestinationFault]:
                                                                     for s in (429, 500, 503)]), "same run"),
         DestinationFault("meta", f"timeout before processing (stalled {AD_TIMEOUT_S + 2} s)",
                          _rules("meta", Rule("stall", path=META_USERS, seconds=AD_TIMEOUT_S + 2)),
-                         "client timeout, resent", slow=True),
+                         "client timeout, resent"),
         DestinationFault("meta", "connection reset after processing",
                          _rules("meta", Rule("reset", path=META_USERS, forward_first=True)),
                          "resent; adds are idempotent"),
@@ -157,14 +156,14 @@ def faults() -> list[DestinationFault]:
                          _rules("google", *_statuses(GOOGLE_MEMBERS, 500, 502, 503)), "same run"),
         DestinationFault("google", f"timeout before processing (stalled {AD_TIMEOUT_S + 2} s)",
                          _rules("google", Rule("stall", method="POST", path=GOOGLE_MEMBERS, seconds=AD_TIMEOUT_S + 2)),
-                         "client timeout, resent", slow=True),
+                         "client timeout, resent"),
         DestinationFault("google", "connection reset after processing",
                          _rules("google", Rule("reset", method="POST", path=GOOGLE_MEMBERS, forward_first=True)),
                          "resent; ingest is idempotent per member"),
         # Outage
         DestinationFault("customerio", "outage: every Customer.io request 503 for a whole run",
                          _rules("customerio", Rule("status", method="POST", path=BATCH, status=503, times=10**9)),
-                         "retries exhausted; items retried next run", rerun=True, slow=True),
+                         "retries exhausted; items retried next run", rerun=True),
     ]  # fmt: skip
 
 
@@ -187,8 +186,12 @@ def run_fault(suite: Suite, fault: DestinationFault) -> Row:
     ws = suite.workspace(f"dest-{fault.destination}", history_days=ACTIVATION_HISTORY_DAYS, destinations=True)
     ws.adopt_db(suite.base_daily)
     d = ws.destinations
-    d.cio_candidates = {r[0] for r in ws.query("SELECT person_id FROM segments.audiences WHERE destination = "
-                                               "'customerio' AND person_id IS NOT NULL")}  # fmt: skip
+    d.cio_candidates = {
+        r[0]
+        for r in ws.query(
+            "SELECT person_id FROM segments.audiences WHERE destination = 'customerio' AND person_id IS NOT NULL"
+        )
+    }
     fault.arm(d)
     first = ws.run("daily_retention", DAY, SYNC_DAILY)
     row.injections = sum(p.injected() for p in d.proxies)

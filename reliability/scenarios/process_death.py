@@ -29,7 +29,7 @@ from reliability.workspace import (
 )
 
 GROUP = "Process death (kill -9)"
-SYNC_DAYS = ["2026-11-14", "2026-11-15", "2026-11-16", "2026-11-17", "2026-11-18", "2026-11-19"]
+SYNC_DAYS = [f"2026-11-{day}" for day in range(10, 20)]  # used from the first until the kills are done
 
 
 def _kill_when(child: Child, count, threshold: int, extra_delay: float, deadline_s: float = 120) -> bool:
@@ -109,15 +109,15 @@ def sync(suite: Suite, kills: int, rng: random.Random, days: list[str]) -> Row:
     d = ws.destinations
     landed, finished_first, corrupt, unconverged, planned, used = 0, 0, [], [], [], []
     check = None
-    for index, day in enumerate(days):
-        if landed >= kills and index >= 1:
+    for day in days:
+        if landed >= kills:
             break
         prepared = ws.run("daily_retention", day, upstream_of("daily_retention", SYNC_DAILY[0]))
         if not prepared.success:
             unconverged.append(f"preparing {day} failed: {prepared.message}"[:200])
             break
         used.append(day)
-        due = -(-(kills - landed) // max(1, len(days) - index))  # spread what is left over the days left
+        due = kills - landed  # as many as this day's work allows; the next day takes the rest
         items, pairs = ws.plan_size("daily")
         planned.append(items)
         today = 0
@@ -184,6 +184,6 @@ def scenarios(suite: Suite, quick: bool, kills: int, seed: int) -> list[Row]:
     sync_kills = max(1, kills - extraction_kills)
     rows = [extraction(suite, extraction_kills, rng)]
     suite.progress(rows[-1])
-    rows.append(sync(suite, sync_kills, rng, SYNC_DAYS[-1:] if quick else SYNC_DAYS))
+    rows.append(sync(suite, sync_kills, rng, SYNC_DAYS[-2:] if quick else SYNC_DAYS))
     suite.progress(rows[-1])
     return rows
