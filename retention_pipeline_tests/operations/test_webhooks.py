@@ -9,7 +9,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -174,14 +173,6 @@ def test_oversized_body_is_refused_before_it_is_sent(receiver):
 def test_chunked_body_needs_a_length(receiver, client):
     response = client.post(receiver.url, content=iter([json.dumps(LOW_BALANCE).encode()]))
     assert response.status_code == 411
-
-
-def test_answers_well_within_a_second(receiver, client):
-    for n in range(20):
-        started = time.perf_counter()
-        response = deliver(client, receiver.url, json.dumps({**LOW_BALANCE, "id": f"evt-{n}"}).encode())
-        assert response.status_code == 200
-        assert time.perf_counter() - started < 1.0
 
 
 def cli(env: dict, tmp_path) -> subprocess.Popen:

@@ -13,8 +13,6 @@ import pytest
 from reliability.findings import OPEN
 from reliability.run import must_hold, run
 
-BUDGET_S = 90
-
 
 @pytest.fixture(scope="module")
 def result():
@@ -25,10 +23,6 @@ def rows_of(result, group: str):
     rows = [r for r in result["rows"] if r.group.startswith(group)]
     assert rows, f"no {group} rows ran"
     return rows
-
-
-def test_runs_within_its_budget(result):
-    assert result["meta"]["seconds"] < BUDGET_S
 
 
 def test_every_failure_is_an_open_finding(result):
