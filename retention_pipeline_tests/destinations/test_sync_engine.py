@@ -181,7 +181,10 @@ def test_export_path_with_a_quote_is_written(world, tmp_path):
     root = tmp_path / "it's here"
     with warehouse.connect() as con:
         rows = export_partition(con, root, "daily", "2026-11-19")
-    assert rows["members"] >= 1 and (root / "members" / "cadence=daily" / "partition=2026-11-19.parquet").exists()
+    assert (
+        rows["members"] >= 1
+        and (root / "members" / "cadence=daily" / "partition=2026-11-19.parquet").exists()
+    )
 
 
 def test_meta_retry_refused_as_session_finished_counts_as_landed():
@@ -192,6 +195,10 @@ def test_meta_retry_refused_as_session_finished_counts_as_landed():
     from retention_pipeline.destinations.meta import MetaClient
 
     client = MetaClient(graph_url="http://meta.invalid/v25.0", access_token="t", ad_account_id="1")
-    finished = httpx.Response(400, json={"error": {"code": 2650, "error_subcode": 1870159, "message": "done"}})
+    finished = httpx.Response(
+        400, json={"error": {"code": 2650, "error_subcode": 1870159, "message": "done"}}
+    )
     assert client._result(Reply(finished, attempts=2), "aud", 7, 1, 0, 10).ok
-    assert not client._result(Reply(finished, attempts=1), "aud", 7, 1, 0, 10).ok  # a first attempt is an error
+    assert not client._result(
+        Reply(finished, attempts=1), "aud", 7, 1, 0, 10
+    ).ok  # a first attempt is an error
