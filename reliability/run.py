@@ -1,4 +1,4 @@
-"""`python -m reliability.run [--quick] [--kills N] [--seed S] [--no-write]`: every fault scenario, one table.
+"""`python -m reliability.run [--quick] [--kills N] [--seed S] [--no-write] [--only GROUP]`: every fault scenario, one table.
 
 Prints fault | injections | recovered | rows lost | duplicates | notes. The full run writes
 reliability/results/<date>.json and rewrites the generated table in docs/reliability.md; `--quick` (a representative
@@ -52,9 +52,13 @@ def _groups(kills: int, seed: int) -> list[tuple[str, Callable[[Suite, bool], li
 
 
 def run(
-    quick: bool = False, kills: int | None = None, seed: int = 20261120, console: Console | None = None
+    quick: bool = False,
+    kills: int | None = None,
+    seed: int = 20261120,
+    console: Console | None = None,
+    only: str | None = None,
 ) -> dict:
-    """Run the suite; returns {"rows": [...], "meta": {...}} (rows are report.Row)."""
+    """Run the suite (`only`: the groups whose title contains it); returns {"rows": [...], "meta": {...}}."""
     kills = kills if kills is not None else (QUICK_KILLS if quick else FULL_KILLS)
     console = console or Console()
     started = time.monotonic()
@@ -63,7 +67,7 @@ def run(
         suite = Suite(Path(tmp), console)
         try:
             for title, scenarios in _groups(kills, seed):
-                if quick and title == "Concurrency":
+                if (quick and title == "Concurrency") or (only and only.lower() not in title.lower()):
                     continue
                 console.print(f"{title} …")
                 group_started = suite._last_progress = time.monotonic()
@@ -113,9 +117,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=20261120, help="seed of the random kill points")
     parser.add_argument("--no-write", action="store_true", help="print only; write no results file or doc")
+    parser.add_argument(
+        "--only",
+        metavar="GROUP",
+        help="only the groups whose title contains GROUP, e.g. 'destination' (no writes)",
+    )
     args = parser.parse_args(argv)
+    args.no_write = args.no_write or bool(args.only)
     console = Console()
-    result = run(args.quick, args.kills, args.seed, console)
+    result = run(args.quick, args.kills, args.seed, console, only=args.only)
     rows, meta = result["rows"], result["meta"]
     meta["command"] = (
         "python -m reliability.run" + (" " + shlex.join(argv if argv is not None else sys.argv[1:])).rstrip()

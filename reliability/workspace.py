@@ -45,6 +45,7 @@ HOUR_END = datetime(2026, 11, 20, 10, tzinfo=UTC)
 SPEC = TenantSpec(seed=7, customers=60, history_days=40, now=NOW)
 EXTRACTION_HISTORY_DAYS = 10  # extraction-only scenarios: a short backfill keeps runs fast
 ACTIVATION_HISTORY_DAYS = 30  # features need 14 days; segments need a month to have members
+DESTINATION_TIMEOUT_S = 3  # RETENTION_DESTINATION_TIMEOUT_S: keeps the destination timeout cases short
 
 # Distinctive values, so a scan for them cannot match anything else.
 SECRETS = {
@@ -351,6 +352,7 @@ class Workspace:
             "METRONOME_API_URL": suite.proxy.url,
             "RETENTION_METRONOME_TIMEOUT_S": "2",
             "RETENTION_METRONOME_MAX_RETRIES": "3",
+            "RETENTION_DESTINATION_TIMEOUT_S": str(DESTINATION_TIMEOUT_S),
             "RETENTION_METRONOME_CONCURRENCY": "4",
             "RETENTION_HISTORY_DAYS": str(history_days),
             "RETENTION_HOURLY_HISTORY_DAYS": "2",

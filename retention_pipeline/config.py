@@ -84,6 +84,11 @@ SETTINGS: dict[str, Setting] = {
             "Read-only copy for analysts, replaced after every run (default: retention_published.duckdb beside "
             "RETENTION_DUCKDB_PATH).",
         ),
+        Setting(
+            "RETENTION_DESTINATION_TIMEOUT_S",
+            None,
+            "Per-request timeout of the destination clients in seconds. Unset: Customer.io 30, Meta and Google 60.",
+        ),
         Setting("RETENTION_DRY_RUN", "0", "1/true: syncs compute and show their plan but send nothing."),
         Setting(
             "RETENTION_EXPORT_DIR", "data/exports", "Folder for the warehouse destination's Parquet files."

@@ -310,6 +310,7 @@ def env_cases(tmp: Path) -> list[EnvCase]:
         EnvCase("RETENTION_SANDBOX_CUSTOMERS", "-5", "sandbox"),
         EnvCase("RETENTION_DRY_RUN", "perhaps", "sync", quick=True),
         EnvCase("RETENTION_COVERAGE_MIN_PCT", "lots", "sync"),
+        EnvCase("RETENTION_DESTINATION_TIMEOUT_S", "0", "sync"),
         EnvCase("CUSTOMERIO_REGION", "mars", "sync"),
         EnvCase("CUSTOMERIO_API_KEY", "", "sync"),  # site id without its key
         EnvCase("META_GRAPH_URL", "https://graph.facebook.com", "sync"),

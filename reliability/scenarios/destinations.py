@@ -15,14 +15,22 @@ from dataclasses import dataclass
 
 from reliability.proxy import Exchange, Rule
 from reliability.report import Row
-from reliability.workspace import ACTIVATION_HISTORY_DAYS, DAY, SYNC_DAILY, Destinations, Suite, upstream_of
+from reliability.workspace import (
+    ACTIVATION_HISTORY_DAYS,
+    DAY,
+    DESTINATION_TIMEOUT_S,
+    SYNC_DAILY,
+    Destinations,
+    Suite,
+    upstream_of,
+)
 
 GROUP = "Destinations"
 BATCH = r"/api/v2/batch$"
 SEGMENT_CALL = r"/api/v1/segments/[^/]+/(add|remove)_customers$"
 META_USERS = r"/\d+/users$"
 GOOGLE_MEMBERS = r"/v1/audienceMembers:(ingest|remove)$"
-CIO_TIMEOUT_S, AD_TIMEOUT_S = 30, 60  # the clients' own timeouts (not configurable by env)
+CIO_TIMEOUT_S = AD_TIMEOUT_S = DESTINATION_TIMEOUT_S  # RETENTION_DESTINATION_TIMEOUT_S set by the workspace
 
 
 def _graph_error(code: int, message: str, subcode: int | None = None, transient: bool = True) -> bytes:

@@ -60,6 +60,9 @@ class _DestinationResource(dg.ConfigurableResource):
     """Opens one connection per run and closes its HTTP pool afterwards."""
 
     max_retries: int | None = Field(default=None, description="Retries per request (default 5).")
+    timeout_seconds: float | None = Field(
+        default=None, description="Overrides RETENTION_DESTINATION_TIMEOUT_S (per-request timeout)."
+    )
 
     _connection: CustomerIoConnection | MetaConnection | GoogleConnection | None = PrivateAttr(default=None)
 
@@ -80,6 +83,16 @@ class _DestinationResource(dg.ConfigurableResource):
 
     def open(self) -> CustomerIoConnection | MetaConnection | GoogleConnection:
         raise NotImplementedError
+
+    def _limits(self) -> dict:
+        """Retries and, when RETENTION_DESTINATION_TIMEOUT_S (or the field) is set, the timeout for a client."""
+        limits: dict = {"max_retries": self._retries()}
+        if self.timeout_seconds is not None or env("RETENTION_DESTINATION_TIMEOUT_S") is not None:
+            timeout = env_parsed("RETENTION_DESTINATION_TIMEOUT_S", float, self.timeout_seconds, "seconds")
+            if not 0 < timeout <= 600:
+                raise ConfigError(f"RETENTION_DESTINATION_TIMEOUT_S={timeout} is out of range (0, 600].")
+            limits["timeout_seconds"] = timeout
+        return limits
 
     def _retries(self) -> int:
         retries = 5 if self.max_retries is None else self.max_retries
@@ -125,7 +138,7 @@ class CustomerIoResource(_DestinationResource):
                 SANDBOX_CREDENTIAL,
                 SANDBOX_CREDENTIAL,
                 http_client=httpx.Client(transport=sandbox.transport()),
-                max_retries=self._retries(),
+                **self._limits(),
             )
             return CustomerIoConnection(client, "sandbox", "embedded Customer.io sandbox", sandbox)
         _require_all(("CUSTOMERIO_SITE_ID", site_id), ("CUSTOMERIO_API_KEY", api_key))
@@ -160,7 +173,7 @@ class CustomerIoResource(_DestinationResource):
             site_id,
             api_key,
             app_api_key,
-            max_retries=self._retries(),
+            **self._limits(),
             requests_per_second=rate,
         )
         return CustomerIoConnection(client, "api", track_url)
@@ -187,7 +200,7 @@ class MetaResource(_DestinationResource):
                 access_token=SANDBOX_CREDENTIAL,
                 ad_account_id=SANDBOX_META_AD_ACCOUNT,
                 http_client=httpx.Client(transport=sandbox.transport()),
-                max_retries=self._retries(),
+                **self._limits(),
             )
             return MetaConnection(client, "sandbox", "embedded Meta sandbox", sandbox)
         _require_all(("META_ACCESS_TOKEN", token), ("META_AD_ACCOUNT_ID", account))
@@ -204,9 +217,7 @@ class MetaResource(_DestinationResource):
                 raise ConfigError(
                     f"META_AD_ACCOUNT_ID={account!r} is not readable with this token: {error}"
                 ) from None
-        client = MetaClient(
-            graph_url=graph_url, access_token=token, ad_account_id=account, max_retries=self._retries()
-        )
+        client = MetaClient(graph_url=graph_url, access_token=token, ad_account_id=account, **self._limits())
         return MetaConnection(client, "api", graph_url)
 
 
@@ -232,11 +243,11 @@ class GoogleDataManagerResource(_DestinationResource):
                 url=SANDBOX_GOOGLE_URL,
                 access_token=SANDBOX_CREDENTIAL,
                 http_client=httpx.Client(transport=sandbox.transport()),
-                max_retries=self._retries(),
+                **self._limits(),
             )
             return GoogleConnection(client, "sandbox", "embedded Google Data Manager sandbox", sandbox)
         url = _http_url("GOOGLE_DATA_MANAGER_URL", env("GOOGLE_DATA_MANAGER_URL", self.url))
-        client = GoogleDataManagerClient(url=url, access_token=token, max_retries=self._retries())
+        client = GoogleDataManagerClient(url=url, access_token=token, **self._limits())
         return GoogleConnection(client, "api", url)
 
 

@@ -78,6 +78,23 @@ def test_bad_settings_are_named(monkeypatch, env, named):
         resource().open()
 
 
+def test_destination_timeout_reaches_the_client(monkeypatch):
+    monkeypatch.setenv("GOOGLE_ACCESS_TOKEN", "token")
+    assert GoogleDataManagerResource().open().client._http.timeout.read == 60  # the client's own default
+    monkeypatch.setenv("RETENTION_DESTINATION_TIMEOUT_S", "3.5")
+    assert GoogleDataManagerResource().open().client._http.timeout.read == 3.5
+    assert GoogleDataManagerResource(timeout_seconds=7).open().client._http.timeout.read == 7
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "601", "soon"])
+def test_absurd_destination_timeout_is_named(monkeypatch, value):
+    monkeypatch.setenv("GOOGLE_ACCESS_TOKEN", "token")
+    monkeypatch.setenv("RETENTION_DESTINATION_TIMEOUT_S", value)
+    for resource in (GoogleDataManagerResource, MetaResource, CustomerIoResource):
+        with pytest.raises(ConfigError, match="RETENTION_DESTINATION_TIMEOUT_S"):
+            resource().open()
+
+
 def test_region_picks_the_hosts(monkeypatch):
     seen = []
     monkeypatch.setattr(
