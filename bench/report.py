@@ -111,6 +111,17 @@ def _details(size: str, stages: dict) -> list[str]:
             steps = ", ".join(f"{k} {_fmt(v)}" for k, v in r["steps"].items())
             rows.append(["incremental", f"daily run for {inc['day']} on {name} of history ({r['usage_rows_before']:,} rows)",
                          r["seconds"], _mem(inc) if name == list(inc["histories"])[-1] else None, steps])  # fmt: skip
+    hooks = stages.get("webhooks", {})
+    if "one_sender" in hooks:
+        for name, label in (("one_sender", "distinct deliveries, 1 sender"),
+                            ("concurrent", "distinct deliveries, concurrent senders"),
+                            ("replays", "replays of those (answered 'duplicate'), concurrent senders")):  # fmt: skip
+            r = hooks[name]
+            rows.append(["webhooks", f"receiver on loopback: {r['deliveries']:,} {label} ({r['senders']})", None, None,
+                         f"p50 {_fmt(r['p50_ms'])} ms, p99 {_fmt(r['p99_ms'])} ms, max {_fmt(r['max_ms'])} ms; "
+                         f"{_fmt(r['per_s'])} deliveries/s"])  # fmt: skip
+        rows.append(["webhooks", "inbox rows after all deliveries", None, None,
+                     f"{hooks['stored']:,} (expected {hooks['expected_stored']:,}: each id once)"])  # fmt: skip
     for stage, result in stages.items():
         if "error" in result:
             last = result["error"].strip().splitlines()[-1]

@@ -28,7 +28,7 @@ from bench import cache
 from bench.measure import measure, profile_top, ratio, side_by_side
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("ingestion", "features", "segments", "sync", "incremental")
+STAGES = ("ingestion", "features", "segments", "sync", "incremental", "webhooks")
 CHURN_PCT = 10.0
 NEXT_AS_OF = cache.AS_OF + timedelta(days=1)  # the partition after AS_OF, for the churn stages
 GOALS = {
@@ -37,7 +37,9 @@ GOALS = {
     "pandas_vs_features": 5.0,  # pandas time ÷ customer_features time, at least
     "incremental_flat": 1.25,  # daily run time at the longest history ÷ at the shortest, at most
     "peak_rss_mib_at_100k": 2048.0,
+    "webhook_p99_ms": 1000.0,  # issue 6: the receiver answers within a second
 }
+WEBHOOK_DELIVERIES, WEBHOOK_SENDERS = 2000, 8
 
 
 @dataclass
@@ -528,6 +530,66 @@ def _probe(fn) -> dict:
     }
 
 
+def _deliver_all(url: str, secret: str, bodies: list[bytes], senders: int) -> list[float]:
+    """POST every body signed, from `senders` threads with their own keep-alive clients; seconds per answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from retention_pipeline.operations.webhooks import signed_headers
+
+    def send(chunk: list[bytes]) -> list[float]:
+        timings = []
+        with httpx.Client(timeout=30) as client:
+            for body in chunk:
+                started = time.perf_counter()
+                response = client.post(
+                    url, content=body, headers=signed_headers(secret, body, datetime.now(UTC))
+                )
+                timings.append(time.perf_counter() - started)
+                if response.status_code != 200:
+                    raise RuntimeError(f"delivery answered {response.status_code}: {response.text[:200]}")
+        return timings
+
+    with ThreadPoolExecutor(senders) as pool:
+        return [s for chunk in pool.map(send, [bodies[i::senders] for i in range(senders)]) for s in chunk]
+
+
+def stage_webhooks(config: Config, size: int, work: Path) -> dict:
+    """The webhook receiver on loopback: answer latency (verify, dedupe, commit to the inbox, 200) for distinct
+    deliveries, one sender and several at once, plus replays (answered 'duplicate'); the tenant size is irrelevant."""
+    import sqlite3
+
+    from retention_pipeline.operations.webhooks import serve
+
+    secret = "bench-webhook-secret"
+    deliveries = WEBHOOK_DELIVERIES if config.reps > 1 else WEBHOOK_DELIVERIES // 10  # --quick: a tenth
+
+    def bodies(prefix: str) -> list[bytes]:
+        return [json.dumps({"id": f"{prefix}-{n}", "type": "alerts.low_remaining_credit_balance_reached",
+                            "properties": {"customer_id": f"cus-{n % 500}", "threshold": 10}}).encode()
+                for n in range(deliveries)]  # fmt: skip
+
+    def summary(seconds: list[float], wall: float) -> dict:
+        ms = sorted(s * 1000 for s in seconds)
+        pick = lambda q: round(ms[min(len(ms) - 1, int(q * len(ms)))], 2)  # noqa: E731
+        return {"deliveries": len(ms), "p50_ms": pick(0.5), "p99_ms": pick(0.99), "max_ms": round(ms[-1], 2),
+                "per_s": round(len(ms) / wall, 1)}  # fmt: skip
+
+    results = {}
+    inbox = work / "inbox.sqlite3"
+    with serve("127.0.0.1", 0, secret, inbox) as server:
+        for name, prefix, senders in (("one_sender", "a", 1), ("concurrent", "b", WEBHOOK_SENDERS),
+                                      ("replays", "b", WEBHOOK_SENDERS)):  # fmt: skip
+            started = time.perf_counter()
+            seconds = _deliver_all(server.url, secret, bodies(prefix), senders)
+            results[name] = {**summary(seconds, time.perf_counter() - started), "senders": senders}
+    with sqlite3.connect(inbox) as con:
+        stored = con.execute("SELECT count(*) FROM inbox").fetchone()[0]
+    return {**results, "stored": stored, "expected_stored": 2 * deliveries,
+            "p99_ms": max(r["p99_ms"] for r in results.values())}  # fmt: skip
+
+
 STAGE_FUNCTIONS = {
     "prepare": stage_prepare,
     "ingestion": stage_ingestion,
@@ -535,6 +597,7 @@ STAGE_FUNCTIONS = {
     "segments": stage_segments,
     "sync": stage_sync,
     "incremental": stage_incremental,
+    "webhooks": stage_webhooks,
 }
 # Memory probes: per stage, the steps run alone in a fresh process each (the pipeline first, then references).
 PROBES = {
@@ -695,6 +758,12 @@ def evaluate(sizes: dict[str, dict]) -> list[dict]:
             r = stages["incremental"]
             add("incremental", f"daily run time, longest ÷ shortest history ({r['history_growth']}× rows)", size,
                 r["growth"], "≤ 1.25", r["growth"] <= GOALS["incremental_flat"], r.get("growth_cpu"))  # fmt: skip
+        if "webhooks" in stages and "error" not in stages["webhooks"]:
+            r = stages["webhooks"]
+            add("webhooks", f"receiver answer p99, {WEBHOOK_SENDERS} senders (ms)", size, r["p99_ms"], "< 1000",
+                r["p99_ms"] < GOALS["webhook_p99_ms"])  # fmt: skip
+            add("webhooks", "each delivery stored once", size, r["stored"] == r["expected_stored"], "true",
+                r["stored"] == r["expected_stored"])  # fmt: skip
         for stage, result in stages.items():
             memory = result.get("memory", {}) if isinstance(result, dict) else {}
             if "peak_rss_mib" in memory.get("pipeline", {}):
@@ -767,8 +836,10 @@ def main(argv: list[str] | None = None) -> int:
             if "error" in prepared:
                 continue
             for stage in stages:
+                if stage == "webhooks" and size != sizes[0]:
+                    continue  # independent of the tenant: measured once
                 result = run_stage(stage, size, config, config_path, log)
-                if "error" not in result:
+                if "error" not in result and stage in PROBES:
                     applies = result.get("proposed_staging", {}).get("applies")
                     probes = [n for n in PROBES[stage][1] if not n.startswith("staging_") or applies]
                     if config.reps == 1:  # --quick: the pipeline's own memory only

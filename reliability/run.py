@@ -26,7 +26,7 @@ from reliability.workspace import REPO, Suite, environ
 
 RESULTS = REPO / "reliability" / "results"
 DOC = REPO / "docs" / "reliability.md"
-FULL_KILLS, QUICK_KILLS = 22, 2
+FULL_KILLS, QUICK_KILLS = 40, 2  # full: 20 during extraction + 20 during sync
 
 
 def _groups(kills: int, seed: int) -> list[tuple[str, Callable[[Suite, bool], list[Row]]]]:

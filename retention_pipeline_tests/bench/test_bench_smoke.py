@@ -64,6 +64,12 @@ def test_segments_churn_and_incremental_histories(report):
     assert all(h["rows_extracted"] > 0 for h in histories.values())
 
 
+def test_webhook_receiver_stores_each_delivery_once(report):
+    hooks = report[1]["sizes"]["60"]["webhooks"]
+    assert hooks["stored"] == hooks["expected_stored"] == 2 * hooks["one_sender"]["deliveries"] > 0
+    assert hooks["replays"]["deliveries"] == hooks["concurrent"]["deliveries"]
+
+
 def test_the_comparison_catches_a_wrong_number():
     sql = pd.DataFrame(
         {"customer_id": ["a", "b"], "usage_7d": [1.0, 2.0], "as_of": pd.to_datetime(["2026-01-01"] * 2)}
