@@ -219,8 +219,12 @@ def ingest_pages(db: Path, window, folder: Path):
 
     with connect(db) as con:
         create_raw_tables(con)
-    with metronome_client(ReplayTransport(folder)) as client:
-        return extract_usage(client, lambda: connect(db), window, DAY_CHUNK_DAYS, _noop)
+    from retention_pipeline.source.assets import USAGE_CHUNK_CONCURRENCY
+
+    with metronome_client(ReplayTransport(folder)) as client:  # chunks paged concurrently, as the asset does
+        return extract_usage(
+            client, lambda: connect(db), window, DAY_CHUNK_DAYS, _noop, concurrency=USAGE_CHUNK_CONCURRENCY
+        )
 
 
 def write_history(

@@ -35,6 +35,7 @@ EXTERNAL_RETRY = dg.RetryPolicy(
     max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
 USAGE_CHUNK_DAYS = {"DAY": 31, "HOUR": 7}
+USAGE_CHUNK_CONCURRENCY = 4  # usage chunks paged at once (capped by RETENTION_METRONOME_CONCURRENCY)
 
 
 def _key(table: str) -> dg.AssetKey:
@@ -233,8 +234,14 @@ def _usage(
         f"requesting {window.request_start:%Y-%m-%d}..{window.request_end:%Y-%m-%d}"
         + ("" if has_rows else f" (first run: backfilling {history} days)")
     )
+    connection = metronome.connection()
     stats = extract.extract_usage(
-        metronome.connection().client, duckdb.connect, window, USAGE_CHUNK_DAYS[window_size], context.log.info
+        connection.client,
+        duckdb.connect,
+        window,
+        USAGE_CHUNK_DAYS[window_size],
+        context.log.info,
+        concurrency=min(connection.concurrency, USAGE_CHUNK_CONCURRENCY),
     )
     with duckdb.connect() as con:
         check = _run_unique_check(

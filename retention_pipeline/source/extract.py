@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -231,15 +232,19 @@ def replace_snapshot(
 
 # ---------------------------------------------------------------------------------------------------- usage
 
-_USAGE_ROW = pa.struct(
-    [
-        ("customer_id", pa.string()),
-        ("billable_metric_id", pa.string()),
-        ("billable_metric_name", pa.string()),
-        ("start_timestamp", pa.string()),
-        ("end_timestamp", pa.string()),
-        ("value", pa.float64()),
-    ]
+# Timestamps are parsed by Arrow's ISO-8601 reader (`Z` or any ±hh:mm offset → UTC), then stored naive UTC like
+# every timestamp in the warehouse: no per-row string conversion in DuckDB.
+_USAGE_FIELDS = [
+    ("customer_id", pa.string()),
+    ("billable_metric_id", pa.string()),
+    ("billable_metric_name", pa.string()),
+    ("start_timestamp", pa.timestamp("ms", tz="UTC")),
+    ("end_timestamp", pa.timestamp("ms", tz="UTC")),
+    ("value", pa.float64()),
+]
+_USAGE_ROW = pa.struct(_USAGE_FIELDS)
+_USAGE_STORED = pa.schema(
+    [(name, pa.timestamp("ms") if pa.types.is_timestamp(kind) else kind) for name, kind in _USAGE_FIELDS]
 )
 _USAGE_PAGE = pa.schema([("data", pa.list_(_USAGE_ROW)), ("next_page", pa.string())])
 _PARSE = pa_json.ParseOptions(
@@ -248,7 +253,8 @@ _PARSE = pa_json.ParseOptions(
 
 
 def parse_usage_page(body: bytes) -> tuple[pa.Table, str | None]:
-    """A POST /v1/usage page (raw bytes) → (Arrow table of rows, next cursor), without a Python object per row."""
+    """A POST /v1/usage page (raw bytes) → (Arrow table of rows, naive-UTC timestamps; next cursor), without a
+    Python object per row."""
     if b'"data"' not in body:
         raise ExtractionError("POST /v1/usage returned a body that is not a usage page (no `data` array)")
     page = pa_json.read_json(io.BytesIO(body), parse_options=_PARSE)
@@ -256,7 +262,7 @@ def parse_usage_page(body: bytes) -> tuple[pa.Table, str | None]:
     table = pa.Table.from_batches(
         [pa.RecordBatch.from_struct_array(chunk) for chunk in rows.chunks], schema=pa.schema(_USAGE_ROW)
     )
-    return table, page.column("next_page")[0].as_py()
+    return table.cast(_USAGE_STORED), page.column("next_page")[0].as_py()
 
 
 def floor_day(ts: datetime) -> datetime:
@@ -319,57 +325,89 @@ def fetch_usage_pages(
     chunk_days: int,
     log: Log,
     stats: UsageStats,
+    concurrency: int = 1,
 ) -> list[Path]:
-    """Page POST /v1/usage over the window in day-aligned chunks, spilling each page to Parquet."""
+    """Page POST /v1/usage over the window in day-aligned chunks, spilling each page to Parquet.
+
+    Each chunk has its own cursor, so chunks are paged concurrently (a backfill of 180 days is 6 chunks); within a
+    chunk paging is sequential because each page's cursor is read from it. The first failing chunk stops the
+    others at their next page and its error is raised."""
+    chunks = list(day_chunks(window.request_start, window.request_end, chunk_days))
+    stop, lock = threading.Event(), threading.Lock()
+
+    def fetch(numbered: tuple[int, tuple[datetime, datetime]]) -> list[Path]:
+        number, (chunk_start, chunk_end) = numbered
+        try:
+            files, requests, rows = _fetch_chunk(
+                client, window, chunk_start, chunk_end, spill_dir, number, stop
+            )
+        except BaseException:
+            stop.set()
+            raise
+        with lock:
+            stats.requests += requests
+            stats.pages += len(files)
+            stats.rows_fetched += rows
+        log(f"usage {window.window_size} {chunk_start:%Y-%m-%d}..{chunk_end:%Y-%m-%d}: {rows:,} rows")
+        return files
+
+    workers = max(1, min(concurrency, len(chunks)))
+    if workers == 1:
+        return [path for numbered in enumerate(chunks) for path in fetch(numbered)]
+    with ThreadPoolExecutor(workers, thread_name_prefix="metronome-usage") as pool:
+        return [path for files in pool.map(fetch, enumerate(chunks)) for path in files]
+
+
+def _fetch_chunk(
+    client: metronome.Metronome,
+    window: UsageWindow,
+    chunk_start: datetime,
+    chunk_end: datetime,
+    spill_dir: Path,
+    number: int,
+    stop: threading.Event,
+) -> tuple[list[Path], int, int]:
+    """One chunk's pages → (Parquet files, requests, rows). Never loops: a repeated cursor with rows is an error;
+    an empty page with a cursor is followed (rows may come after it), the same cursor back means caught up."""
     files: list[Path] = []
-    for chunk_start, chunk_end in day_chunks(window.request_start, window.request_end, chunk_days):
-        cursor, seen, chunk_rows, empty_run = None, set(), 0, 0
-        while True:
-            try:
-                response = client.v1.usage.with_raw_response.list(
-                    starting_on=_iso(chunk_start),
-                    ending_before=_iso(chunk_end),
-                    window_size=window.window_size,
-                    **({"next_page": cursor} if cursor else {}),
-                )
-            except metronome.APIError as exc:
-                raise ExtractionError(
-                    f"POST /v1/usage {window.window_size} {_iso(chunk_start)}..{_iso(chunk_end)} failed: "
-                    f"{_describe(exc)}"
-                ) from exc
-            try:
-                table, cursor_next = parse_usage_page(response.http_response.content)
-            except (pa.ArrowInvalid, ValueError) as exc:
-                raise ExtractionError(
-                    f"POST /v1/usage returned a body that is not a usage page: {exc}"
-                ) from exc
-            stats.requests += 1
-            if table.num_rows:
-                empty_run = 0
-                path = spill_dir / f"page-{len(files):06d}.parquet"
-                pq.write_table(table, path)
-                files.append(path)
-                stats.pages += 1
-                chunk_rows += table.num_rows
-            else:  # an empty page with a cursor is followed: rows may come after it
-                empty_run += 1
-                if empty_run > MAX_EMPTY_PAGES:
-                    raise ExtractionError(
-                        f"POST /v1/usage: {empty_run} empty pages in a row that carry a cursor"
-                    )
-            if not cursor_next:
-                break
-            if cursor_next in seen:
-                if not table.num_rows:
-                    break  # the same cursor came back with nothing new
-                raise ExtractionError(
-                    f"POST /v1/usage: cursor {cursor_next[:24]}… repeated; refusing to loop"
-                )
-            seen.add(cursor_next)
-            cursor = cursor_next
-        stats.rows_fetched += chunk_rows
-        log(f"usage {window.window_size} {chunk_start:%Y-%m-%d}..{chunk_end:%Y-%m-%d}: {chunk_rows:,} rows")
-    return files
+    cursor, seen, rows, requests, empty_run = None, set(), 0, 0, 0
+    while not stop.is_set():
+        try:
+            response = client.v1.usage.with_raw_response.list(
+                starting_on=_iso(chunk_start),
+                ending_before=_iso(chunk_end),
+                window_size=window.window_size,
+                **({"next_page": cursor} if cursor else {}),
+            )
+        except metronome.APIError as exc:
+            raise ExtractionError(
+                f"POST /v1/usage {window.window_size} {_iso(chunk_start)}..{_iso(chunk_end)} failed: "
+                f"{_describe(exc)}"
+            ) from exc
+        try:
+            table, cursor_next = parse_usage_page(response.http_response.content)
+        except (pa.ArrowInvalid, ValueError) as exc:
+            raise ExtractionError(f"POST /v1/usage returned a body that is not a usage page: {exc}") from exc
+        requests += 1
+        if table.num_rows:
+            empty_run = 0
+            path = spill_dir / f"chunk-{number:03d}-page-{len(files):06d}.parquet"
+            pq.write_table(table, path)
+            files.append(path)
+            rows += table.num_rows
+        else:  # an empty page with a cursor is followed: rows may come after it
+            empty_run += 1
+            if empty_run > MAX_EMPTY_PAGES:
+                raise ExtractionError(f"POST /v1/usage: {empty_run} empty pages in a row that carry a cursor")
+        if not cursor_next:
+            break
+        if cursor_next in seen:
+            if not table.num_rows:
+                break  # the same cursor came back with nothing new
+            raise ExtractionError(f"POST /v1/usage: cursor {cursor_next[:24]}… repeated; refusing to loop")
+        seen.add(cursor_next)
+        cursor = cursor_next
+    return files, requests, rows
 
 
 def replace_usage_window(
@@ -390,11 +428,11 @@ def replace_usage_window(
             written = con.execute(
                 f"""
                 INSERT INTO {USAGE_TABLE}
-                SELECT customer_id, billable_metric_id, billable_metric_name, ?, utc_ts(start_timestamp) AS s,
-                       utc_ts(end_timestamp) AS e, value, ?::TIMESTAMP
+                SELECT DISTINCT ON (customer_id, billable_metric_id, start_timestamp)
+                       customer_id, billable_metric_id, billable_metric_name, ?, start_timestamp, end_timestamp,
+                       value, ?::TIMESTAMP
                 FROM read_parquet(?)
-                WHERE utc_ts(start_timestamp) >= ? AND utc_ts(end_timestamp) <= ?
-                QUALIFY row_number() OVER (PARTITION BY customer_id, billable_metric_id, s) = 1
+                WHERE start_timestamp >= ? AND end_timestamp <= ?
                 """,
                 [
                     window.window_size,
@@ -417,11 +455,13 @@ def extract_usage(
     window: UsageWindow,
     chunk_days: int,
     log: Log,
+    concurrency: int = 1,
 ) -> UsageStats:
-    """Fetch (without holding the DuckDB lock) then replace the window in one short write."""
+    """Fetch (without holding the DuckDB lock, `concurrency` chunks at a time) then replace the window in one
+    short write."""
     stats, started = UsageStats(), time.monotonic()
     with tempfile.TemporaryDirectory(prefix="metronome-usage-") as spill:
-        files = fetch_usage_pages(client, window, Path(spill), chunk_days, log, stats)
+        files = fetch_usage_pages(client, window, Path(spill), chunk_days, log, stats, concurrency)
         with connect() as con:
             stats.rows_written = replace_usage_window(con, window, files, datetime.now(UTC))
     stats.seconds = time.monotonic() - started

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import metronome
@@ -52,6 +52,55 @@ def test_an_answer_without_data_or_not_json_fails_naming_the_endpoint(sandbox, l
         extract.fetch_usage_pages(
             client_for(loopback), window, Path("/nonexistent"), 31, print, extract.UsageStats()
         )
+
+
+def _load_usage(client, window, db: Path, concurrency: int, log=lambda _: None) -> dict:
+    from retention_pipeline.source.tables import create_raw_tables
+    from retention_pipeline.warehouse import DuckDBWarehouse
+
+    warehouse = DuckDBWarehouse(path=str(db))
+    with warehouse.connect() as con:
+        create_raw_tables(con)
+    extract.extract_usage(client, warehouse.connect, window, 7, log, concurrency=concurrency)
+    with warehouse.connect() as con:
+        rows = con.execute(
+            "SELECT customer_id, billable_metric_id, start_timestamp, end_timestamp, value FROM raw.metronome_usage"
+        ).fetchall()
+    return {(c, m, s.replace(tzinfo=UTC)): (e - s, v) for c, m, s, e, v in rows}
+
+
+def test_usage_chunks_paged_concurrently_load_exactly_the_tenant(sandbox, loopback, tenant, tmp_path):
+    end = datetime(2026, 11, 19, tzinfo=UTC)
+    window = extract.UsageWindow.for_partition(
+        "DAY", end - timedelta(days=1), end, 0, 21
+    )  # 3 chunks of 7 days
+    truth = {
+        (r.customer_id, r.billable_metric_id, r.start_timestamp.to_pydatetime()): (timedelta(days=1), r.value)
+        for r in tenant.usage_frame("DAY", window.request_start, end).itertuples(index=False)
+    }
+    chunks: list[str] = []
+    concurrent = _load_usage(client_for(loopback), window, tmp_path / "c.duckdb", 3, chunks.append)
+    assert len(truth) > 1000 and concurrent == truth
+    ranges = sorted(line.split(":")[0].removeprefix("usage DAY ") for line in chunks)
+    assert ranges == ["2026-10-29..2026-11-05", "2026-11-05..2026-11-12", "2026-11-12..2026-11-19"]
+    assert sum(int(line.split(": ")[1].split()[0].replace(",", "")) for line in chunks) == len(truth)
+    assert _load_usage(client_for(loopback), window, tmp_path / "s.duckdb", concurrency=1) == truth
+
+
+def test_a_failing_usage_chunk_fails_the_extraction_and_writes_nothing(sandbox, loopback, tmp_path):
+    end = datetime(2026, 11, 19, tzinfo=UTC)
+    window = extract.UsageWindow.for_partition("DAY", end - timedelta(days=1), end, 0, 21)
+    sandbox.faults.add(r"^/v1/usage$", 503, times=1)
+    with pytest.raises(extract.ExtractionError, match=r"POST /v1/usage DAY .* failed"):
+        _load_usage(client_for(loopback), window, tmp_path / "failed.duckdb", concurrency=3)
+    assert _count_usage(tmp_path / "failed.duckdb") == 0
+
+
+def _count_usage(db: Path) -> int:
+    import duckdb
+
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.execute("SELECT count(*) FROM raw.metronome_usage").fetchone()[0]
 
 
 def test_a_repeated_cursor_is_an_error_not_an_endless_loop(sandbox, loopback, tenant):
