@@ -56,7 +56,11 @@ SETTINGS: dict[str, Setting] = {
         Setting(
             "RETENTION_HOURLY_HISTORY_DAYS", "15", "Hour-window usage history backfilled on the first run."
         ),
-        Setting("RETENTION_METRONOME_CONCURRENCY", "8", "Parallel requests for per-customer endpoints."),
+        Setting(
+            "RETENTION_METRONOME_CONCURRENCY",
+            "8",
+            "Parallel requests for per-customer endpoints (and up to 4 usage chunks paged at once).",
+        ),
         Setting(
             "RETENTION_METRONOME_MAX_RETRIES",
             "5",
