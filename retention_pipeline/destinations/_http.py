@@ -42,6 +42,15 @@ class PooledClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def _retry_wait(self, response: httpx.Response, attempt: int, reason: str, message: str) -> float | Reply:
+        """Seconds to wait before retrying a throttled or failed answer (Retry-After, else backoff), or the failed
+        Reply when Retry-After exceeds the cap: waiting that long would stall the whole sync."""
+        delay = retry_after(response)
+        if delay is not None and delay > self.max_backoff_seconds:
+            cap = f"; Retry-After {delay:g}s exceeds the {self.max_backoff_seconds:g}s cap"
+            return Reply(response, attempt, reason, message + cap)
+        return delay if delay is not None else self._backoff(attempt)
+
     def _backoff(self, attempt: int) -> float:
         """Exponential with jitter, so parallel runs that failed together do not retry together."""
         ceiling = min(self.max_backoff_seconds, self.backoff_seconds * 2 ** (attempt - 1))

@@ -20,7 +20,7 @@ from urllib.parse import quote
 import httpx
 
 from retention_pipeline.config import ConfigError
-from retention_pipeline.destinations._http import PooledClient, Reply, clip, retry_after
+from retention_pipeline.destinations._http import PooledClient, Reply, clip
 
 REGION_HOSTS = {
     "us": ("https://track.customer.io", "https://api.customer.io"),
@@ -361,11 +361,9 @@ class CustomerIoClient(PooledClient):
                     return Reply(response, attempt)
                 reason = "rate_limited" if status == 429 else "server_error"
                 message = f"HTTP {status}"
-                delay = retry_after(response)
-                if delay is not None and delay > self.max_backoff_seconds:
-                    message += f"; Retry-After {delay:g}s exceeds the {self.max_backoff_seconds:g}s cap"
-                    return Reply(response, attempt, reason, message)
-                wait = delay if delay is not None else self._backoff(attempt)
+                wait = self._retry_wait(response, attempt, reason, message)
+                if isinstance(wait, Reply):
+                    return wait
             if attempt > self.max_retries:
                 return Reply(response, attempt, reason, f"{message} after {attempt} attempts")
             time.sleep(wait)

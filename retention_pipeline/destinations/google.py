@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import httpx
 
 from retention_pipeline.config import ConfigError
-from retention_pipeline.destinations._http import PooledClient, Reply, clip, retry_after
+from retention_pipeline.destinations._http import PooledClient, Reply, clip
 from retention_pipeline.destinations.identity import is_sha256_hex
 
 DATA_MANAGER_URL = "https://datamanager.googleapis.com"
@@ -175,11 +175,9 @@ class GoogleDataManagerClient(PooledClient):
                 error = _google_error(response) or {}
                 reason = "rate_limited" if response.status_code == 429 else "server_error"
                 message = f"HTTP {response.status_code} {error.get('status') or ''}".rstrip()
-                delay = retry_after(response)
-                if delay is not None and delay > self.max_backoff_seconds:
-                    message += f"; Retry-After {delay:g}s exceeds the {self.max_backoff_seconds:g}s cap"
-                    return Reply(response, attempt, reason, message)
-                wait = delay if delay is not None else self._backoff(attempt)
+                wait = self._retry_wait(response, attempt, reason, message)
+                if isinstance(wait, Reply):
+                    return wait
             if attempt > self.max_retries:
                 return Reply(response, attempt, reason, f"{message} after {attempt} attempts")
             time.sleep(wait)
