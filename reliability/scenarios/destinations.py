@@ -30,7 +30,6 @@ BATCH = r"/api/v2/batch$"
 SEGMENT_CALL = r"/api/v1/segments/[^/]+/(add|remove)_customers$"
 META_USERS = r"/\d+/users$"
 GOOGLE_MEMBERS = r"/v1/audienceMembers:(ingest|remove)$"
-CIO_TIMEOUT_S = AD_TIMEOUT_S = DESTINATION_TIMEOUT_S  # RETENTION_DESTINATION_TIMEOUT_S set by the workspace
 
 
 def _graph_error(code: int, message: str, subcode: int | None = None, transient: bool = True) -> bytes:
@@ -119,11 +118,11 @@ def faults() -> list[DestinationFault]:
         DestinationFault("customerio", "500, 502, 503 (batch) and 503 (segment add)",
                          _rules("customerio", *_statuses(BATCH, 500, 502, 503), *_statuses(SEGMENT_CALL, 503)),
                          "same run"),
-        DestinationFault("customerio", f"timeout before processing (batch stalled {CIO_TIMEOUT_S + 2} s)",
-                         _rules("customerio", Rule("stall", method="POST", path=BATCH, seconds=CIO_TIMEOUT_S + 2)),
+        DestinationFault("customerio", f"timeout before processing (batch stalled {DESTINATION_TIMEOUT_S + 2} s)",
+                         _rules("customerio", Rule("stall", method="POST", path=BATCH, seconds=DESTINATION_TIMEOUT_S + 2)),
                          "client timeout, resent"),
         DestinationFault("customerio", "timeout after processing (batch applied, answer lost)",
-                         _rules("customerio", Rule("stall", method="POST", path=BATCH, seconds=CIO_TIMEOUT_S + 2,
+                         _rules("customerio", Rule("stall", method="POST", path=BATCH, seconds=DESTINATION_TIMEOUT_S + 2,
                                                    forward_first=True)),
                          "resent events dropped by their ids"),
         DestinationFault("customerio", "connection reset after processing (batch applied)",
@@ -147,8 +146,8 @@ def faults() -> list[DestinationFault]:
         DestinationFault("meta", "429 and 500, 503", _rules("meta", *[Rule("status", path=META_USERS,
                                                                          status=s, body=_graph_error(1, "error"))
                                                                     for s in (429, 500, 503)]), "same run"),
-        DestinationFault("meta", f"timeout before processing (stalled {AD_TIMEOUT_S + 2} s)",
-                         _rules("meta", Rule("stall", path=META_USERS, seconds=AD_TIMEOUT_S + 2)),
+        DestinationFault("meta", f"timeout before processing (stalled {DESTINATION_TIMEOUT_S + 2} s)",
+                         _rules("meta", Rule("stall", path=META_USERS, seconds=DESTINATION_TIMEOUT_S + 2)),
                          "client timeout, resent"),
         DestinationFault("meta", "connection reset after processing",
                          _rules("meta", Rule("reset", path=META_USERS, forward_first=True)),
@@ -162,8 +161,8 @@ def faults() -> list[DestinationFault]:
                          "backoff, same run", quick=True),
         DestinationFault("google", "500, 502, 503",
                          _rules("google", *_statuses(GOOGLE_MEMBERS, 500, 502, 503)), "same run"),
-        DestinationFault("google", f"timeout before processing (stalled {AD_TIMEOUT_S + 2} s)",
-                         _rules("google", Rule("stall", method="POST", path=GOOGLE_MEMBERS, seconds=AD_TIMEOUT_S + 2)),
+        DestinationFault("google", f"timeout before processing (stalled {DESTINATION_TIMEOUT_S + 2} s)",
+                         _rules("google", Rule("stall", method="POST", path=GOOGLE_MEMBERS, seconds=DESTINATION_TIMEOUT_S + 2)),
                          "client timeout, resent"),
         DestinationFault("google", "connection reset after processing",
                          _rules("google", Rule("reset", method="POST", path=GOOGLE_MEMBERS, forward_first=True)),

@@ -25,10 +25,24 @@ class Reply:
 class PooledClient:
     """Owns an httpx pool unless one is injected (tests inject the sandbox's transport); usable as a context."""
 
+    max_retries: int
     backoff_seconds: float
     max_backoff_seconds: float
 
-    def _init_http(self, http_client: httpx.Client | None, timeout_seconds: float) -> None:
+    def _init_http(
+        self,
+        http_client: httpx.Client | None,
+        timeout_seconds: float,
+        max_retries: int,
+        backoff_seconds: float,
+        max_backoff_seconds: float,
+    ) -> None:
+        """The retry policy and the pool, the same for every destination client."""
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        self.max_retries = max_retries
+        self.backoff_seconds = backoff_seconds
+        self.max_backoff_seconds = max_backoff_seconds
         self._owns_http = http_client is None
         self._http = http_client or httpx.Client(timeout=timeout_seconds)
 

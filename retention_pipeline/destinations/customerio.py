@@ -121,23 +121,18 @@ class CustomerIoClient(PooledClient):
     ) -> None:
         if not site_id or not api_key:
             raise ConfigError("Customer.io needs both CUSTOMERIO_SITE_ID and CUSTOMERIO_API_KEY.")
-        if max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         if requests_per_second is not None and requests_per_second <= 0:
             raise ValueError(f"requests_per_second must be positive, got {requests_per_second}")
         if not 0 < max_op_bytes <= max_batch_bytes - len(_BATCH_PREFIX + _BATCH_SUFFIX):
             raise ValueError("max_op_bytes must be positive and fit in max_batch_bytes with the envelope")
         self.track_url = track_url.rstrip("/")
         self.app_url = app_url.rstrip("/")
-        self.max_retries = max_retries
-        self.backoff_seconds = backoff_seconds
-        self.max_backoff_seconds = max_backoff_seconds
         self.max_batch_bytes = max_batch_bytes
         self.max_op_bytes = max_op_bytes
         self.max_segment_ids = max_segment_ids
         self._track_auth = httpx.BasicAuth(site_id, api_key)
         self._app_api_key = app_api_key
-        self._init_http(http_client, timeout_seconds)
+        self._init_http(http_client, timeout_seconds, max_retries, backoff_seconds, max_backoff_seconds)
         self._interval = None if requests_per_second is None else 1.0 / requests_per_second
         self._next_slot = 0.0
         self._pace_lock = threading.Lock()

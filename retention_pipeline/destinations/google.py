@@ -63,15 +63,10 @@ class GoogleDataManagerClient(PooledClient):
     ) -> None:
         if not access_token:
             raise ConfigError("Google Data Manager needs GOOGLE_ACCESS_TOKEN.")
-        if max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         self.url = url.rstrip("/")
-        self.max_retries = max_retries
-        self.backoff_seconds = backoff_seconds
-        self.max_backoff_seconds = max_backoff_seconds
         self.max_members = max_members
         self._headers = {"Authorization": f"Bearer {access_token}"}
-        self._init_http(http_client, timeout_seconds)
+        self._init_http(http_client, timeout_seconds, max_retries, backoff_seconds, max_backoff_seconds)
 
     def ingest(
         self,

@@ -88,16 +88,11 @@ class MetaClient(PooledClient):
         account = str(ad_account_id).removeprefix("act_")
         if not account.isdigit():
             raise ConfigError(f"META_AD_ACCOUNT_ID={ad_account_id!r} is not a numeric ad account id.")
-        if max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         self.graph_url = graph_url.rstrip("/")
         self.ad_account_id = account
-        self.max_retries = max_retries
-        self.backoff_seconds = backoff_seconds
-        self.max_backoff_seconds = max_backoff_seconds
         self.max_rows = max_rows
         self._headers = {"Authorization": f"Bearer {access_token}"}
-        self._init_http(http_client, timeout_seconds)
+        self._init_http(http_client, timeout_seconds, max_retries, backoff_seconds, max_backoff_seconds)
 
     # --- membership ------------------------------------------------------------------------------------------
 

@@ -29,6 +29,13 @@ class RecordedRequest:
     query: dict
     status: int
 
+    @classmethod
+    def of(cls, request: httpx.Request, status: int) -> RecordedRequest:
+        """The log entry for `request` answered with `status` (a repeated query parameter becomes a list)."""
+        params = request.url.params
+        query = {k: params[k] if len(params.get_list(k)) == 1 else params.get_list(k) for k in params}
+        return cls(request.method, request.url.path, query, status)
+
 
 @dataclass
 class _Fault:

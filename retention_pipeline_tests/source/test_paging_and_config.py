@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import duckdb
 import metronome
 import pytest
 
@@ -13,7 +14,8 @@ from retention_pipeline.config import ConfigError
 from retention_pipeline.source import extract
 from retention_pipeline.source.contacts import ContactsResource
 from retention_pipeline.source.metronome import MetronomeResource
-from retention_pipeline.warehouse import resolve_duckdb_path
+from retention_pipeline.source.tables import create_raw_tables
+from retention_pipeline.warehouse import DuckDBWarehouse, resolve_duckdb_path
 
 
 def client_for(server) -> metronome.Metronome:
@@ -55,9 +57,6 @@ def test_an_answer_without_data_or_not_json_fails_naming_the_endpoint(sandbox, l
 
 
 def _load_usage(client, window, db: Path, concurrency: int, log=lambda _: None) -> dict:
-    from retention_pipeline.source.tables import create_raw_tables
-    from retention_pipeline.warehouse import DuckDBWarehouse
-
     warehouse = DuckDBWarehouse(path=str(db))
     with warehouse.connect() as con:
         create_raw_tables(con)
@@ -97,8 +96,6 @@ def test_a_failing_usage_chunk_fails_the_extraction_and_writes_nothing(sandbox, 
 
 
 def _count_usage(db: Path) -> int:
-    import duckdb
-
     with duckdb.connect(str(db), read_only=True) as con:
         return con.execute("SELECT count(*) FROM raw.metronome_usage").fetchone()[0]
 

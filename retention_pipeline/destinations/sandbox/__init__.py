@@ -39,10 +39,8 @@ class RecordingSandbox:
                 self._lock
             ):  # one request at a time: state changes stay atomic per request, as a test expects
                 response = self._respond(request)
-        params = request.url.params
-        query = {k: params[k] if len(params.get_list(k)) == 1 else params.get_list(k) for k in params}
         with self._lock:
-            self.requests.append(RecordedRequest(request.method, path, query, response.status_code))
+            self.requests.append(RecordedRequest.of(request, response.status_code))
         return response
 
     def transport(self) -> httpx.BaseTransport:

@@ -118,10 +118,8 @@ class MetronomeSandbox:
     def handle(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
         response = self.faults.take(request.method, path) or self._respond(request, path)
-        params = request.url.params
-        query = {k: params[k] if len(params.get_list(k)) == 1 else params.get_list(k) for k in params}
         with self._requests_lock:
-            self.requests.append(RecordedRequest(request.method, path, query, response.status_code))
+            self.requests.append(RecordedRequest.of(request, response.status_code))
         return response
 
     def transport(self) -> httpx.BaseTransport:
