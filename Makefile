@@ -23,9 +23,9 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 run: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m retention_pipeline run
 
-## The whole test suite (offline; loopback only).
+## The whole test suite (offline; loopback only), one worker per core (a test file stays on one worker).
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 ## The Dagster UI on http://127.0.0.1:3000 with a persistent, git-ignored DAGSTER_HOME.
 dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml

@@ -91,6 +91,7 @@ def compute_segments(con, as_of: datetime, cadences=CADENCES) -> list:
 
 def sync(db: Path, adapters: dict, as_of: datetime, cadences=CADENCES, sync_id: str = "bench") -> list:
     """run_sync per cadence, as each cadence's activation asset calls it."""
+    from retention_pipeline.destinations.assets import next_units
     from retention_pipeline.destinations.sync import SyncContext, run_sync
 
     reports = []
@@ -98,16 +99,19 @@ def sync(db: Path, adapters: dict, as_of: datetime, cadences=CADENCES, sync_id: 
         context = SyncContext(
             f"{sync_id}:{cadence}:{as_of:%Y%m%d%H}", cadence, partition_key(cadence, as_of), as_of
         )
+        with cache.connect(db) as con:
+            units = next_units(con, segments(), cadence)
         reports += run_sync(
-            lambda: cache.connect(db),
-            target_segments(cadence),
-            adapters,
-            context,
-            dry_run=False,
-            blocked=set(),
-            log=cache._noop,
+            lambda: cache.connect(db), units, adapters, context, dry_run=False, log=cache._noop
         )
     return reports
+
+
+def own_units(con) -> list:
+    """Every target segment × destination, each from its own cadence's latest partition (what a full sync plans)."""
+    from retention_pipeline.destinations.assets import next_units
+
+    return [u for c in CADENCES for u in next_units(con, segments(), c) if u.segment.cadence == c]
 
 
 def segments_at(db: Path, as_of: datetime) -> list:

@@ -277,7 +277,7 @@ def _segments_and_plan(db: Path):
 
     with cache.connect(db) as con:
         stats = pipeline.compute_segments(con, NEXT_AS_OF)
-        compute_plan(con, [s.name for s in pipeline.target_segments()])
+        compute_plan(con, pipeline.own_units(con))
         return stats, pipeline.plan_counts(con)
 
 

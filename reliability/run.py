@@ -36,7 +36,9 @@ def _groups(kills: int, seed: int) -> list[tuple[str, Callable[[Suite, bool], li
         destinations,
         metronome,
         process_death,
+        safety,
         security,
+        storage,
         webhooks,
     )
 
@@ -47,6 +49,8 @@ def _groups(kills: int, seed: int) -> list[tuple[str, Callable[[Suite, bool], li
         ("Concurrency", concurrency.scenarios),
         ("Bad input", bad_input.scenarios),
         ("Webhooks", webhooks.scenarios),
+        ("Storage faults", storage.scenarios),
+        ("Send-time safety", safety.scenarios),
         ("Security scans", security.scenarios),
     ]
 

@@ -17,10 +17,11 @@ import dagster as dg
 import duckdb
 
 from retention_pipeline.config import ConfigError, env, parse_utc
+from retention_pipeline.environment import resolve, verify_bindings
 from retention_pipeline.partitions import latest_complete_partition
 from retention_pipeline.source.contacts import ContactsResource
 from retention_pipeline.source.metronome import MetronomeResource
-from retention_pipeline.warehouse import resolve_duckdb_path, table_counts
+from retention_pipeline.warehouse import DuckDBWarehouse, resolve_duckdb_path, table_counts
 
 SUMMARY_SCHEMAS = ("raw", "staging", "analytics", "segments", "sync")
 
@@ -38,9 +39,15 @@ def clock() -> datetime:
 
 def preflight() -> str:
     """Resolve every setting the run needs before starting it, so misconfiguration fails in a second, by name."""
-    resolve_duckdb_path()
+    path = resolve_duckdb_path()
     ContactsResource().csv_path()
     ContactsResource().phone_region()
+    from retention_pipeline.definitions import SYSTEMS_IN_USE
+
+    targets = resolve(SYSTEMS_IN_USE)  # production: a missing credential fails here, by name
+    with DuckDBWarehouse().connect() as con:
+        for note in verify_bindings(con, targets, path):
+            print(f"retention_pipeline: {note}")
     connection = MetronomeResource().open()
     connection.client.close()
     return connection.mode
@@ -108,6 +115,17 @@ def print_summary() -> None:
     )
 
 
+# DuckDB enforces read-only, not a statement filter: the file opens read-only, external access off refuses ATTACH of
+# another file, COPY … TO, EXPORT, reading or globbing files and URLs, INSTALL and LOAD; the locked configuration
+# refuses every SET that would turn any of it back on.
+READ_ONLY_CONFIG = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "lock_configuration": True,
+}
+
+
 def sql(query: str, live: bool) -> int:
     """Queries the published copy (never blocked by a running job) unless --live asks for the working file."""
     from retention_pipeline.operations.publish import published_path
@@ -115,13 +133,21 @@ def sql(query: str, live: bool) -> int:
     path = resolve_duckdb_path() if live else published_path()
     if not path.exists():
         raise ConfigError(f"{str(path)!r} does not exist yet: run `make run` first.")
-    with duckdb.connect(str(path), read_only=True) as con:
+    with duckdb.connect(str(path), read_only=True, config=READ_ONLY_CONFIG) as con:
         try:
             print(con.sql(query))
         except duckdb.Error as exc:
-            print(f"query failed: {exc}", file=sys.stderr)
+            reason = "the sql command is read-only" if refused(exc) else "query failed"
+            print(f"{reason}: {exc}", file=sys.stderr)
             return 1
     return 0
+
+
+def refused(error: duckdb.Error) -> bool:
+    """DuckDB refused the statement because of READ_ONLY_CONFIG or the read-only file, not because it is wrong."""
+    if isinstance(error, duckdb.PermissionException):
+        return True
+    return "read-only" in str(error) or "has been locked" in str(error)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
         "--hour", help="hourly partition (YYYY-MM-DD-HH:00); default: latest complete hour"
     )
     run_parser.add_argument("--skip-hourly", action="store_true", help="run only the daily job")
-    sql_parser = sub.add_parser("sql", help="run a read-only query against the DuckDB file")
+    sql_parser = sub.add_parser(
+        "sql", help="run a read-only query (no ATTACH, COPY … TO, files or extensions) on the published copy"
+    )
     sql_parser.add_argument("query")
     sql_parser.add_argument(
         "--live", action="store_true", help="query the working file (fails while a job writes)"

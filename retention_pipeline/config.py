@@ -89,11 +89,33 @@ SETTINGS: dict[str, Setting] = {
             "RETENTION_DUCKDB_PATH).",
         ),
         Setting(
+            "RETENTION_PUBLISHED_MODE",
+            "0600",
+            "Octal file mode of the published copy (owner-only by default; 0640 + chgrp shares it with a group).",
+        ),
+        Setting(
+            "RETENTION_PUBLISH_CONTACTS",
+            "raw",
+            "raw: the published copy holds contacts' emails and phones. hashed: their SHA-256 instead.",
+        ),
+        Setting(
             "RETENTION_DESTINATION_TIMEOUT_S",
             None,
             "Per-request timeout of the destination clients in seconds. Unset: Customer.io 30, Meta and Google 60.",
         ),
         Setting("RETENTION_DRY_RUN", "0", "1/true: syncs compute and show their plan but send nothing."),
+        Setting(
+            "RETENTION_ENV",
+            "development",
+            "development: a system without credentials is its sandbox. production: a missing credential is an "
+            "error (never a silent sandbox).",
+        ),
+        Setting(
+            "RETENTION_ALLOW_TARGET_CHANGE",
+            None,
+            "1 (all) or a comma list of metronome, customerio, meta, google: lets this run replace the source or "
+            "destination target recorded in the DuckDB file (acknowledged state does not carry over).",
+        ),
         Setting(
             "RETENTION_EXPORT_DIR", "data/exports", "Folder for the warehouse destination's Parquet files."
         ),

@@ -7,7 +7,7 @@ retries a locked file (dagster-duckdb's backoff) for the odd writer outside Dags
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import dagster as dg
@@ -49,6 +49,23 @@ def resolve_duckdb_path(override: str | None = None) -> Path:
     return path
 
 
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """BEGIN … COMMIT, rolled back on any error without ever hiding that error.
+
+    DuckDB aborts a transaction by itself on some failures (a full disk, an invalidated database); a ROLLBACK then
+    fails with "no transaction is active". That secondary error is dropped so the original one is what surfaces."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+        con.execute("COMMIT")
+    except BaseException:
+        # If the transaction is already gone, the error being raised is the one that matters.
+        with suppress(duckdb.Error):
+            con.execute("ROLLBACK")
+        raise
+
+
 class DuckDBWarehouse(dg.ConfigurableResource):
     """The retention DuckDB file; its path comes from RETENTION_DUCKDB_PATH at run time (default data/retention.duckdb)."""
 
@@ -62,15 +79,20 @@ class DuckDBWarehouse(dg.ConfigurableResource):
         """A read-write connection with the session macros; keep the `with` block short (it holds the file lock)."""
         path = self.resolved_path()
         try:
-            with DuckDBResource(database=str(path)).get_connection() as con:
-                con.execute(_SESSION_SQL)
-                yield con
+            con = DuckDBResource(database=str(path)).get_connection().__enter__()
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
                 raise
             raise ConfigError(
                 f"RETENTION_DUCKDB_PATH={str(path)!r} cannot be opened as DuckDB: {exc}"
             ) from exc
+        # Closed on every exit: a connection left open after a fatal error (a full disk) would keep the database
+        # invalidated for the rest of the process. Errors inside the block are the caller's, never "cannot open".
+        try:
+            con.execute(_SESSION_SQL)
+            yield con
+        finally:
+            con.close()
 
 
 def table_counts(con: duckdb.DuckDBPyConnection, schemas: tuple[str, ...]) -> list[tuple[str, int]]:

@@ -16,15 +16,20 @@ tests:
   - unique: [segment, day, cohort]
   - accepted_values: {column: cohort, values: [treated, holdout]}
 */
-WITH stays AS (
+-- Each segment's series of its declared cadence (suppress segments are also evaluated by the other cadences).
+WITH changes AS (
+    SELECT c.* FROM segments.changes AS c JOIN segments.definitions AS d USING (segment, cadence)
+),
+
+stays AS (
     SELECT
         e.segment,
         e.customer_id,
         e.as_of AS entered_at,
-        (SELECT min(x.as_of) FROM segments.changes AS x
+        (SELECT min(x.as_of) FROM changes AS x
          WHERE x.segment = e.segment AND x.customer_id = e.customer_id AND x.change = 'exited' AND x.as_of > e.as_of)
             AS exited_at
-    FROM segments.changes AS e
+    FROM changes AS e
     WHERE e.change = 'entered'
 ),
 

@@ -20,6 +20,7 @@ tests:
 WITH entries AS (
     SELECT e.segment, e.customer_id, e.as_of AS entered_at, CAST(e.as_of AS DATE) AS entry_day, c.is_holdout
     FROM segments.changes AS e
+    JOIN segments.definitions AS d USING (segment, cadence)  -- the series of the segment's declared cadence
     JOIN (SELECT segment, customer_id, arg_max(is_holdout, as_of) AS is_holdout FROM segments.members GROUP BY ALL)
         AS c USING (segment, customer_id)
     WHERE e.change = 'entered'

@@ -19,8 +19,10 @@ tests:
   - unique: [segment, day]
   - not_null: [segment, day]
 */
+-- Each segment's series of its declared cadence (suppress segments are also evaluated by the other cadences).
 WITH parts AS (
-    SELECT *, CAST(as_of - INTERVAL 1 SECOND AS DATE) AS day FROM segments.partitions
+    SELECT p.*, CAST(p.as_of - INTERVAL 1 SECOND AS DATE) AS day
+    FROM segments.partitions AS p JOIN segments.definitions AS d USING (segment, cadence)
 ),
 
 last_of_day AS (

@@ -1,4 +1,5 @@
-"""What the three destination clients share: the HTTP pool they own, jittered backoff, Retry-After, short messages."""
+"""What the three destination clients share: the HTTP pool they own, jittered backoff, Retry-After, short redacted
+messages."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import httpx
+
+from retention_pipeline.redact import redact
 
 MESSAGE_CHARS = 300
 
@@ -90,5 +93,6 @@ def retry_after(response: httpx.Response) -> float | None:
 
 
 def clip(message: object) -> str | None:
-    """Error text kept short: vendor messages can echo payloads."""
-    return None if message is None else str(message)[:MESSAGE_CHARS]
+    """Vendor text as it may be logged and stored (ledger, run failure): vendors echo what they refused, so emails,
+    phones and URL credentials are masked first, then the text is kept short."""
+    return None if message is None else redact(str(message))[:MESSAGE_CHARS]

@@ -66,11 +66,17 @@ class CustomerIoAdapter:
         payload = change.payload
         prefix = f"{ATTRIBUTE_PREFIX}{segment}"
         if change.operation == "remove":
-            attributes = {f"{prefix}_tier": None, f"{prefix}_reason": None, f"{prefix}_since": None}
+            attributes = {
+                f"{prefix}_tier": None,
+                f"{prefix}_reason": None,
+                f"{prefix}_since": None,
+                f"{prefix}_account": None,
+            }
         else:
             attributes = {
                 f"{prefix}_tier": payload.get("tier"),
                 f"{prefix}_reason": payload.get("reason"),
+                f"{prefix}_account": payload.get("account"),
                 **{f"{ATTRIBUTE_PREFIX}{k}": v for k, v in (payload.get("features") or {}).items()},
             }
             if change.operation == "add" and context is not None:

@@ -3,7 +3,8 @@
 The sync engine keeps a ledger, so nothing here hides a failure: an op too large to send, an op named in a 207, an
 op isolated by bisecting a 400, and ops whose retries ran out all come back as failed results with a reason. Only
 rejected credentials raise (every later request would fail the same way). Messages carry no secrets and no
-payload values.
+payload values, and what Customer.io says back (reason, field, message) is redacted by `clip` before it is kept:
+a refused op's error can quote the email it refused.
 """
 
 from __future__ import annotations
@@ -22,10 +23,6 @@ import httpx
 from retention_pipeline.config import ConfigError
 from retention_pipeline.destinations._http import PooledClient, Reply, clip
 
-REGION_HOSTS = {
-    "us": ("https://track.customer.io", "https://api.customer.io"),
-    "eu": ("https://track-eu.customer.io", "https://api-eu.customer.io"),
-}
 # 500 KB and 32 KB read as decimal kilobytes: the stricter reading of the spec.
 MAX_BATCH_BYTES = 500_000
 MAX_OP_BYTES = 32_000
@@ -151,7 +148,9 @@ class CustomerIoClient(PooledClient):
             try:
                 body = json.dumps(op, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
             except (TypeError, ValueError) as error:
-                results[index] = BatchResult(index, False, None, "invalid_op", None, f"not JSON: {error}")
+                results[index] = BatchResult(
+                    index, False, None, "invalid_op", None, f"not JSON: {clip(error)}"
+                )
                 continue
             if not isinstance(op, dict):
                 results[index] = BatchResult(
@@ -385,8 +384,8 @@ def _batch_errors(response: httpx.Response, size: int) -> dict[int, dict[str, st
             if not isinstance(position, int) or not 0 <= position < size:
                 return None
             parsed[position] = {
-                "reason": str(error.get("reason") or "invalid"),
-                "field": error.get("field") or None,
+                "reason": clip(error.get("reason") or "invalid"),
+                "field": clip(error.get("field") or None),
                 "message": clip(error.get("message")),
             }
     except (ValueError, KeyError, TypeError):
@@ -399,8 +398,8 @@ def _first_error(response: httpx.Response) -> dict[str, str | None]:
     try:
         error = response.json()["errors"][0]
         return {
-            "reason": str(error.get("reason") or "invalid_request"),
-            "field": error.get("field") or None,
+            "reason": clip(error.get("reason") or "invalid_request"),
+            "field": clip(error.get("field") or None),
             "message": clip(error.get("message")),
         }
     except (ValueError, KeyError, TypeError, IndexError, AttributeError):

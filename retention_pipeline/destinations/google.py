@@ -2,8 +2,9 @@
 
 A success only means accepted: Google processes the request later and reports on it by `requestId` (about 30 min
 on), so every result carries the id for the ledger. Quota errors (429 RESOURCE_EXHAUSTED, 300 requests/min per
-project) and transient 5xx are waited out; anything else comes back on the request's result. Identifiers must
-already be SHA-256 hex (emailAddress, phoneNumber, address names); anything else is refused before sending.
+project) and transient 5xx are waited out; anything else comes back on the request's result, Google's words redacted
+by `clip`. Identifiers must already be SHA-256 hex (emailAddress, phoneNumber, address names); anything else is
+refused before sending.
 """
 
 from __future__ import annotations
@@ -142,8 +143,8 @@ class GoogleDataManagerClient(PooledClient):
             stop,
             False,
             status,
-            reason=reply.reason or error.get("status") or f"http_{status}",
-            error_status=error.get("status"),
+            reason=reply.reason or clip(error.get("status")) or f"http_{status}",
+            error_status=clip(error.get("status")),
             message=clip(reply.message if reply.reason else error.get("message")),
             quota_limit=_quota_limit(error),
             attempts=reply.attempts,
@@ -240,5 +241,5 @@ def _quota_limit(error: dict) -> str | None:
         if isinstance(detail, dict) and detail.get("@type", "").endswith("google.rpc.ErrorInfo"):
             limit = (detail.get("metadata") or {}).get("quota_limit")
             if limit:
-                return str(limit)
+                return clip(limit)
     return None

@@ -2,7 +2,7 @@
 
 Rows go up in sessions of ≤ 10,000-row requests (`batch_seq` 1, 2, …; `last_batch_flag` on the last), so Meta
 can report one upload. Throttles (the custom_audience business-use-case limit and the ad-account score) are waited
-out; any other Graph error is returned on the request's result. Identifier columns must already be SHA-256 hex:
+out; any other Graph error is returned on the request's result, its message redacted by `clip`. Identifier columns must already be SHA-256 hex:
 the client refuses to send anything else, so raw PII cannot leave even through a caller's mistake.
 """
 
@@ -153,7 +153,11 @@ class MetaClient(PooledClient):
                     ok=True,
                     num_received=body.get("num_received"),
                     num_invalid_entries=body.get("num_invalid_entries"),
-                    invalid_entry_samples=body.get("invalid_entry_samples") or {},
+                    # Keys are the values we sent (hashes, extern ids); the reasons are Meta's words.
+                    invalid_entry_samples={
+                        value: clip(reason)
+                        for value, reason in (body.get("invalid_entry_samples") or {}).items()
+                    },
                 )
             except (ValueError, AttributeError):
                 return MetaResult(**base, ok=False, reason="unparseable_response")

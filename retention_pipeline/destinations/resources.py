@@ -10,19 +10,24 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import urlparse
 
 import dagster as dg
 import httpx
 from pydantic import Field, PrivateAttr
 
 from retention_pipeline.config import ConfigError, env, env_parsed
-from retention_pipeline.destinations.customerio import REGION_HOSTS, CustomerIoClient, CustomerIoError
+from retention_pipeline.destinations.customerio import CustomerIoClient, CustomerIoError
 from retention_pipeline.destinations.google import GoogleDataManagerClient
 from retention_pipeline.destinations.meta import MetaClient, MetaError
 from retention_pipeline.destinations.sandbox.customerio import CustomerIoSandbox
 from retention_pipeline.destinations.sandbox.google import GoogleDataManagerSandbox
 from retention_pipeline.destinations.sandbox.meta import MetaSandbox
+from retention_pipeline.environment import (
+    Target,
+    customerio_target,
+    google_target,
+    meta_target,
+)
 
 SANDBOX_CREDENTIAL = "sandbox"
 SANDBOX_CUSTOMERIO_URL = "http://customerio.sandbox.invalid"
@@ -37,6 +42,7 @@ class CustomerIoConnection:
     client: CustomerIoClient
     mode: str  # "sandbox" or "api"
     base_url: str  # the Track host
+    target: Target
     sandbox: CustomerIoSandbox | None = None
 
 
@@ -45,6 +51,7 @@ class MetaConnection:
     client: MetaClient
     mode: str
     base_url: str  # the Graph URL with its version
+    target: Target
     sandbox: MetaSandbox | None = None
 
 
@@ -53,6 +60,7 @@ class GoogleConnection:
     client: GoogleDataManagerClient
     mode: str
     base_url: str
+    target: Target
     sandbox: GoogleDataManagerSandbox | None = None
 
 
@@ -118,19 +126,16 @@ class CustomerIoResource(_DestinationResource):
         """The run's client, its mode and, in sandbox mode, the `sandbox` to inspect."""
         return self._open_once()
 
+    def target(self) -> Target:
+        """Sandbox or the workspace, from the environment (no network)."""
+        return customerio_target(
+            self.site_id, self.api_key, self.app_api_key, self.region, self.track_url, self.app_url
+        )
+
     def open(self) -> CustomerIoConnection:
-        region = env("CUSTOMERIO_REGION", self.region).lower()
-        if region not in REGION_HOSTS:
-            raise ConfigError(f"CUSTOMERIO_REGION={region!r} must be us or eu.")
-        site_id = env("CUSTOMERIO_SITE_ID", self.site_id)
-        api_key = env("CUSTOMERIO_API_KEY", self.api_key)
-        app_api_key = env("CUSTOMERIO_APP_API_KEY", self.app_api_key)
-        if site_id is None and api_key is None:
-            if app_api_key is not None:
-                raise ConfigError(
-                    "CUSTOMERIO_APP_API_KEY is set but CUSTOMERIO_SITE_ID and CUSTOMERIO_API_KEY are not."
-                )
-            sandbox = CustomerIoSandbox(region=region)
+        target = self.target()
+        if target.is_sandbox:
+            sandbox = CustomerIoSandbox(region=target.settings["region"])
             client = CustomerIoClient(
                 SANDBOX_CUSTOMERIO_URL,
                 SANDBOX_CUSTOMERIO_URL,
@@ -140,13 +145,9 @@ class CustomerIoResource(_DestinationResource):
                 http_client=httpx.Client(transport=sandbox.transport()),
                 **self._limits(),
             )
-            return CustomerIoConnection(client, "sandbox", "embedded Customer.io sandbox", sandbox)
-        _require_all(("CUSTOMERIO_SITE_ID", site_id), ("CUSTOMERIO_API_KEY", api_key))
-        track_default, app_default = REGION_HOSTS[region]
-        track_url = _http_url(
-            "CUSTOMERIO_TRACK_URL", env("CUSTOMERIO_TRACK_URL", self.track_url) or track_default
-        )
-        app_url = _http_url("CUSTOMERIO_APP_URL", env("CUSTOMERIO_APP_URL", self.app_url) or app_default)
+            return CustomerIoConnection(client, "sandbox", "embedded Customer.io sandbox", target, sandbox)
+        settings = target.settings
+        region, track_url, app_url = settings["region"], settings["track_url"], settings["app_url"]
         rate = env_parsed(
             "CUSTOMERIO_REQUESTS_PER_SECOND", float, self.requests_per_second, "requests per second"
         )
@@ -154,7 +155,7 @@ class CustomerIoResource(_DestinationResource):
             raise ConfigError(f"CUSTOMERIO_REQUESTS_PER_SECOND={rate} is out of range (0, 10000].")
         # One quick probe (one retry, short timeout): wrong keys, host or region fail here, by name.
         with CustomerIoClient(
-            track_url, app_url, site_id, api_key, max_retries=1, timeout_seconds=15
+            track_url, app_url, settings["site_id"], settings["api_key"], max_retries=1, timeout_seconds=15
         ) as probe:
             try:
                 workspace = probe.account_region()
@@ -170,13 +171,13 @@ class CustomerIoResource(_DestinationResource):
         client = CustomerIoClient(
             track_url,
             app_url,
-            site_id,
-            api_key,
-            app_api_key,
+            settings["site_id"],
+            settings["api_key"],
+            settings["app_api_key"],
             **self._limits(),
             requests_per_second=rate,
         )
-        return CustomerIoConnection(client, "api", track_url)
+        return CustomerIoConnection(client, "api", track_url, target)
 
 
 class MetaResource(_DestinationResource):
@@ -190,10 +191,13 @@ class MetaResource(_DestinationResource):
         """The run's client, its mode and, in sandbox mode, the `sandbox` to inspect."""
         return self._open_once()
 
+    def target(self) -> Target:
+        """Sandbox or the ad account, from the environment (no network)."""
+        return meta_target(self.access_token, self.ad_account_id, self.graph_url)
+
     def open(self) -> MetaConnection:
-        token = env("META_ACCESS_TOKEN", self.access_token)
-        account = env("META_AD_ACCOUNT_ID", self.ad_account_id)
-        if token is None and account is None:
+        target = self.target()
+        if target.is_sandbox:
             sandbox = MetaSandbox(ad_account_id=SANDBOX_META_AD_ACCOUNT)
             client = MetaClient(
                 graph_url=SANDBOX_META_URL,
@@ -202,9 +206,8 @@ class MetaResource(_DestinationResource):
                 http_client=httpx.Client(transport=sandbox.transport()),
                 **self._limits(),
             )
-            return MetaConnection(client, "sandbox", "embedded Meta sandbox", sandbox)
-        _require_all(("META_ACCESS_TOKEN", token), ("META_AD_ACCOUNT_ID", account))
-        graph_url = _http_url("META_GRAPH_URL", env("META_GRAPH_URL", self.graph_url))
+            return MetaConnection(client, "sandbox", "embedded Meta sandbox", target, sandbox)
+        token, account, graph_url = (target.settings[k] for k in ("token", "account", "graph_url"))
         if not _GRAPH_VERSION.search(graph_url):
             raise ConfigError(f"META_GRAPH_URL={graph_url!r} must end with a pinned version, e.g. /v25.0.")
         probe = MetaClient(
@@ -218,7 +221,7 @@ class MetaResource(_DestinationResource):
                     f"META_AD_ACCOUNT_ID={account!r} is not readable with this token: {error}"
                 ) from None
         client = MetaClient(graph_url=graph_url, access_token=token, ad_account_id=account, **self._limits())
-        return MetaConnection(client, "api", graph_url)
+        return MetaConnection(client, "api", graph_url, target)
 
 
 class GoogleDataManagerResource(_DestinationResource):
@@ -235,9 +238,13 @@ class GoogleDataManagerResource(_DestinationResource):
         """The run's client, its mode and, in sandbox mode, the `sandbox` to inspect."""
         return self._open_once()
 
+    def target(self) -> Target:
+        """Sandbox or the Data Manager host, from the environment (no network)."""
+        return google_target(self.access_token, self.url)
+
     def open(self) -> GoogleConnection:
-        token = env("GOOGLE_ACCESS_TOKEN", self.access_token)
-        if token is None:
+        target = self.target()
+        if target.is_sandbox:
             sandbox = GoogleDataManagerSandbox()
             client = GoogleDataManagerClient(
                 url=SANDBOX_GOOGLE_URL,
@@ -245,21 +252,9 @@ class GoogleDataManagerResource(_DestinationResource):
                 http_client=httpx.Client(transport=sandbox.transport()),
                 **self._limits(),
             )
-            return GoogleConnection(client, "sandbox", "embedded Google Data Manager sandbox", sandbox)
-        url = _http_url("GOOGLE_DATA_MANAGER_URL", env("GOOGLE_DATA_MANAGER_URL", self.url))
-        client = GoogleDataManagerClient(url=url, access_token=token, **self._limits())
-        return GoogleConnection(client, "api", url)
-
-
-def _require_all(*settings: tuple[str, str | None]) -> None:
-    missing = [name for name, value in settings if value is None]
-    if missing:
-        given = [name for name, value in settings if value is not None]
-        raise ConfigError(f"{', '.join(missing)} must be set too (found {', '.join(given)}).")
-
-
-def _http_url(name: str, value: str) -> str:
-    parsed = urlparse(value)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise ConfigError(f"{name}={value!r} is not an http(s) URL.")
-    return value.rstrip("/")
+            return GoogleConnection(
+                client, "sandbox", "embedded Google Data Manager sandbox", target, sandbox
+            )
+        url = target.settings["url"]
+        client = GoogleDataManagerClient(url=url, access_token=target.settings["token"], **self._limits())
+        return GoogleConnection(client, "api", url, target)

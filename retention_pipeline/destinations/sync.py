@@ -24,6 +24,7 @@ import pandas as pd
 
 from retention_pipeline.destinations.identity import IDENTITY_MACROS_SQL
 from retention_pipeline.segments.project import AD_DESTINATIONS, Segment
+from retention_pipeline.warehouse import transaction
 
 Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
 
@@ -32,17 +33,17 @@ CREATE SCHEMA IF NOT EXISTS sync;
 CREATE TABLE IF NOT EXISTS sync.destination_state (
     segment VARCHAR NOT NULL, destination VARCHAR NOT NULL, member_key VARCHAR NOT NULL,
     payload JSON NOT NULL, payload_hash VARCHAR NOT NULL, acknowledged_at TIMESTAMP NOT NULL,
-    request_id VARCHAR NOT NULL
+    request_id VARCHAR NOT NULL, target VARCHAR, customer_id VARCHAR
 );
 CREATE TABLE IF NOT EXISTS sync.ledger (
     request_id VARCHAR NOT NULL, sync_id VARCHAR NOT NULL, partition_key VARCHAR, segment VARCHAR NOT NULL,
     destination VARCHAR NOT NULL, operation VARCHAR NOT NULL, items INTEGER NOT NULL, status VARCHAR NOT NULL,
-    http_status INTEGER, error VARCHAR, detail JSON, sent_at TIMESTAMP NOT NULL
+    http_status INTEGER, error VARCHAR, detail JSON, sent_at TIMESTAMP NOT NULL, target VARCHAR
 );
 CREATE TABLE IF NOT EXISTS sync.ledger_items (
     sync_id VARCHAR NOT NULL, request_id VARCHAR, segment VARCHAR NOT NULL, destination VARCHAR NOT NULL,
     member_key VARCHAR NOT NULL, operation VARCHAR NOT NULL, payload_hash VARCHAR NOT NULL,
-    status VARCHAR NOT NULL, reason VARCHAR, updated_at TIMESTAMP NOT NULL
+    status VARCHAR NOT NULL, reason VARCHAR, updated_at TIMESTAMP NOT NULL, target VARCHAR
 );
 CREATE TABLE IF NOT EXISTS sync.runs (
     sync_id VARCHAR NOT NULL, cadence VARCHAR, partition_key VARCHAR, dry_run BOOLEAN NOT NULL,
@@ -57,28 +58,47 @@ CREATE TABLE IF NOT EXISTS sync.coverage (
     with_identifier INTEGER NOT NULL, acknowledged INTEGER NOT NULL, destination_matched INTEGER,
     coverage_pct DOUBLE, computed_at TIMESTAMP NOT NULL
 );
+-- Files written before targets were recorded lack these columns.
+ALTER TABLE sync.destination_state ADD COLUMN IF NOT EXISTS target VARCHAR;
+ALTER TABLE sync.destination_state ADD COLUMN IF NOT EXISTS customer_id VARCHAR;
+ALTER TABLE sync.ledger ADD COLUMN IF NOT EXISTS target VARCHAR;
+ALTER TABLE sync.ledger_items ADD COLUMN IF NOT EXISTS target VARCHAR;
 """
 
-# Identifiers per destination, normalized and hashed in DuckDB by the identity macros (email: trim + lowercase;
-# phones from E.164: Meta hashes the digits only, Google keeps the '+'). Raw email/phone never reach ad payloads.
+# What this run reconciles: one row per (segment, destination) with the target its acknowledged state belongs to
+# and a mode — `full` (desired state from the segment's latest partition) or `suppress_only` (only remove people
+# who are suppressed now: an ad audience whose segment cannot be fully synced still loses suppressed people).
+UNITS_DDL = """
+CREATE OR REPLACE TEMP TABLE sync_units (
+    segment VARCHAR NOT NULL, destination VARCHAR NOT NULL, target VARCHAR NOT NULL, mode VARCHAR NOT NULL
+)
+"""
+
+# Identifiers per destination, normalized and hashed in DuckDB by the identity macros (email: trim + lowercase, and
+# for Google gmail.com/googlemail.com also without dots and +tag; phones from E.164: Meta hashes the digits only,
+# Google keeps the '+'). Raw email/phone never reach ad payloads.
+# One row per (target, segment, destination, person): segments.audiences already applies the identity rule. A
+# person's identifiers are the first usable email and phone among their contact rows (by customer_id), and their
+# profile features come from their home account (the smallest customer_id), so every segment sends the same ones.
 DESIRED_SQL = """
 CREATE OR REPLACE TEMP TABLE sync_desired AS
-WITH people AS (
-    SELECT a.segment, a.destination, a.as_of, a.cadence, a.customer_id, a.person_id, a.tier, a.reason,
-           norm_email(c.email) AS email, c.phone_e164 AS phone
-    FROM segments.audiences AS a
-    LEFT JOIN raw.contacts AS c USING (customer_id, person_id)
-    WHERE a.segment IN (SELECT unnest($segments::VARCHAR[]))
+WITH routed AS (
+    SELECT a.*, u.target FROM segments.audiences AS a JOIN sync_units AS u USING (segment, destination)
 ),
-features AS (
-    SELECT f.* FROM analytics.customer_features AS f
-    JOIN (SELECT DISTINCT cadence, as_of, customer_id FROM people) USING (cadence, as_of, customer_id)
+people AS (
+    SELECT person_id, min(customer_id) AS home_customer_id,
+           arg_min(norm_email(email_normalized), customer_id)
+               FILTER (WHERE norm_email(email_normalized) IS NOT NULL) AS email,
+           arg_min(phone_e164, customer_id) FILTER (WHERE phone_e164 IS NOT NULL) AS phone
+    FROM raw.contacts
+    WHERE person_id IN (SELECT person_id FROM routed)
+    GROUP BY person_id
 ),
 payloads AS (
-    SELECT p.segment, p.destination, p.customer_id, p.person_id,
-        CASE p.destination
-            WHEN 'customerio' THEN CASE WHEN p.person_id IS NOT NULL THEN json_object(
-                'email', p.email, 'tier', coalesce(p.tier, 'member'), 'reason', p.reason,
+    SELECT r.target, r.segment, r.destination, r.customer_id, r.person_id,
+        CASE r.destination
+            WHEN 'customerio' THEN CASE WHEN r.person_id IS NOT NULL THEN json_object(
+                'email', p.email, 'tier', coalesce(r.tier, 'member'), 'reason', r.reason, 'account', r.customer_id,
                 'features', json_object(
                     'usage_7d', f.usage_7d, 'usage_prior_7d', f.usage_prior_7d,
                     'wow_usage_change_pct', round(f.wow_usage_change_pct, 1),
@@ -90,34 +110,62 @@ payloads AS (
             WHEN 'meta' THEN CASE WHEN p.email IS NOT NULL OR meta_phone(p.phone) IS NOT NULL THEN json_object(
                 'EMAIL', coalesce(sha256(p.email), ''), 'PHONE', coalesce(meta_phone_sha256(p.phone), ''))
             END
-            WHEN 'google' THEN CASE WHEN p.email IS NOT NULL OR google_phone(p.phone) IS NOT NULL THEN json_object(
-                'emailAddress', sha256(p.email), 'phoneNumber', google_phone_sha256(p.phone))
+            WHEN 'google' THEN CASE WHEN google_email(p.email) IS NOT NULL OR google_phone(p.phone) IS NOT NULL
+                THEN json_object('emailAddress', google_email_sha256(p.email),
+                                 'phoneNumber', google_phone_sha256(p.phone))
             END
         END AS payload
-    FROM people AS p
-    LEFT JOIN features AS f USING (customer_id)
+    FROM routed AS r
+    LEFT JOIN people AS p USING (person_id)
+    LEFT JOIN analytics.customer_features AS f
+        ON f.customer_id = p.home_customer_id AND f.cadence = r.cadence AND f.as_of = r.as_of
 )
-SELECT segment, destination, customer_id, person_id AS member_key, payload, md5(CAST(payload AS VARCHAR)) AS payload_hash
+SELECT target, segment, destination, customer_id, person_id AS member_key, payload,
+       md5(CAST(payload AS VARCHAR)) AS payload_hash
 FROM payloads
 """
 
-PLAN_SQL = """
+# People at a suppressed account (any of their accounts; the newest suppression of any cadence).
+SUPPRESSED_PEOPLE = """
+    SELECT DISTINCT person_id FROM raw.contacts
+    WHERE person_id IS NOT NULL AND customer_id IN (SELECT customer_id FROM segments.suppressed)
+"""
+
+PLAN_SQL = f"""
 CREATE OR REPLACE TEMP TABLE sync_plan AS
-WITH desired AS (SELECT * FROM sync_desired WHERE payload IS NOT NULL AND member_key IS NOT NULL),
+WITH desired AS (
+    SELECT d.* FROM sync_desired AS d JOIN sync_units AS u USING (target, segment, destination)
+    WHERE u.mode = 'full' AND d.payload IS NOT NULL AND d.member_key IS NOT NULL
+),
 state AS (
-    SELECT * FROM sync.destination_state
-    WHERE segment IN (SELECT unnest($segments::VARCHAR[]))
-)
-SELECT d.segment, d.destination, d.member_key, 'add' AS operation, d.payload, d.payload_hash
-FROM desired AS d ANTI JOIN state AS s USING (segment, destination, member_key)
+    SELECT s.*, u.mode FROM sync.destination_state AS s JOIN sync_units AS u USING (target, segment, destination)
+),
+suppressed_people AS ({SUPPRESSED_PEOPLE})
+SELECT d.target, d.segment, d.destination, d.member_key, d.customer_id, 'add' AS operation, d.payload,
+       d.payload_hash
+FROM desired AS d ANTI JOIN state AS s USING (target, segment, destination, member_key)
 UNION ALL
-SELECT s.segment, s.destination, s.member_key, 'remove', s.payload, s.payload_hash
-FROM state AS s ANTI JOIN desired AS d USING (segment, destination, member_key)
+SELECT s.target, s.segment, s.destination, s.member_key, s.customer_id, 'remove', s.payload, s.payload_hash
+FROM state AS s ANTI JOIN desired AS d USING (target, segment, destination, member_key)
+WHERE s.mode = 'full'
+   OR s.member_key IN (SELECT person_id FROM suppressed_people)
+   OR s.customer_id IN (SELECT customer_id FROM segments.suppressed)
 UNION ALL
-SELECT d.segment, d.destination, d.member_key, 'update', d.payload, d.payload_hash
-FROM desired AS d JOIN state AS s USING (segment, destination, member_key)
+SELECT d.target, d.segment, d.destination, d.member_key, d.customer_id, 'update', d.payload, d.payload_hash
+FROM desired AS d JOIN state AS s USING (target, segment, destination, member_key)
 WHERE d.payload_hash <> s.payload_hash
 """
+
+
+@dataclass(frozen=True)
+class SyncUnit:
+    """One (segment, destination) this run reconciles, the target its state belongs to, and how."""
+
+    segment: Segment
+    destination: str
+    target: str
+    mode: str | None  # "full", "suppress_only", or None when skipped
+    skipped: str | None = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +177,7 @@ class Change:
     payload: dict
     payload_hash: str
     previous_payload: dict | None = None
+    customer_id: str | None = None  # the account the membership is attributed to (the identity rule)
 
 
 @dataclass
@@ -183,6 +232,8 @@ class SyncContext:
 class DestinationReport:
     segment: str
     destination: str
+    target: str = ""
+    mode: str | None = None
     adds: int = 0
     removes: int = 0
     updates: int = 0
@@ -202,24 +253,57 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(DDL)
 
 
+def adopt_legacy_state(con: duckdb.DuckDBPyConnection) -> int:
+    """State written before targets were recorded belongs to the targets this file is first bound to.
+
+    Such files may also hold the duplicate rows the person_id-only key produced (one person in two accounts): they
+    are collapsed to one row per key. Returns the legacy rows adopted."""
+    legacy = con.execute("SELECT count(*) FROM sync.destination_state WHERE target IS NULL").fetchone()[0]
+    if not legacy:
+        return 0
+    with transaction(con):
+        con.execute(
+            """UPDATE sync.destination_state AS s SET target = u.target
+            FROM sync_units AS u WHERE s.target IS NULL AND s.segment = u.segment AND s.destination = u.destination"""
+        )
+        con.execute(
+            """DELETE FROM sync.destination_state WHERE rowid NOT IN (
+                SELECT min(rowid) FROM sync.destination_state GROUP BY target, segment, destination, member_key)"""
+        )
+    return legacy
+
+
 def payload_hash(payload: dict) -> str:
     return hashlib.md5(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def compute_plan(con: duckdb.DuckDBPyConnection, segments: list[str]) -> None:
-    """sync_desired and sync_plan (temp tables) for the given segments; columnar, in DuckDB."""
+def write_units(con: duckdb.DuckDBPyConnection, units: list[SyncUnit]) -> None:
+    con.execute(UNITS_DDL)
+    frame = pd.DataFrame(
+        [(u.segment.name, u.destination, u.target, u.mode or "skip") for u in units],
+        columns=["segment", "destination", "target", "mode"],
+    )
+    con.register("units_in", frame)
+    con.execute("INSERT INTO sync_units SELECT * FROM units_in")
+    con.unregister("units_in")
+
+
+def compute_plan(con: duckdb.DuckDBPyConnection, units: list[SyncUnit]) -> None:
+    """sync_units, sync_desired and sync_plan (temp tables) for the given units; columnar, in DuckDB."""
     con.execute(IDENTITY_MACROS_SQL)
-    con.execute(DESIRED_SQL, {"segments": segments})
-    con.execute(PLAN_SQL, {"segments": segments})
+    write_units(con, units)
+    con.execute(DESIRED_SQL)
+    con.execute(PLAN_SQL)
 
 
-def plan_changes(con: duckdb.DuckDBPyConnection, segment: str, destination: str) -> list[Change]:
+def plan_changes(con: duckdb.DuckDBPyConnection, unit: SyncUnit) -> list[Change]:
     rows = con.execute(
-        """SELECT p.member_key, p.operation, CAST(p.payload AS VARCHAR), p.payload_hash, CAST(s.payload AS VARCHAR)
+        """SELECT p.member_key, p.operation, CAST(p.payload AS VARCHAR), p.payload_hash, CAST(s.payload AS VARCHAR),
+                  p.customer_id
         FROM sync_plan AS p
-        LEFT JOIN sync.destination_state AS s USING (segment, destination, member_key)
-        WHERE p.segment = ? AND p.destination = ? ORDER BY p.operation, p.member_key""",
-        [segment, destination],
+        LEFT JOIN sync.destination_state AS s USING (target, segment, destination, member_key)
+        WHERE p.target = ? AND p.segment = ? AND p.destination = ? ORDER BY p.operation, p.member_key""",
+        [unit.target, unit.segment.name, unit.destination],
     ).fetchall()
     return [
         Change(
@@ -228,19 +312,20 @@ def plan_changes(con: duckdb.DuckDBPyConnection, segment: str, destination: str)
             json.loads(payload),
             digest,
             json.loads(previous) if previous and op == "update" else None,
+            customer_id,
         )
-        for key, op, payload, digest, previous in rows
+        for key, op, payload, digest, previous, customer_id in rows
     ]
 
 
-def _coverage(con: duckdb.DuckDBPyConnection, segment: str, destination: str) -> tuple[int, int]:
+def _coverage(con: duckdb.DuckDBPyConnection, unit: SyncUnit) -> tuple[int, int]:
     return con.execute(
-        "SELECT count(*), count(payload) FROM sync_desired WHERE segment = ? AND destination = ?",
-        [segment, destination],
+        "SELECT count(*), count(payload) FROM sync_desired WHERE target = ? AND segment = ? AND destination = ?",
+        [unit.target, unit.segment.name, unit.destination],
     ).fetchone()
 
 
-def _record_intent(con, ctx: SyncContext, segment: str, destination: str, changes: list[Change]) -> None:
+def _record_intent(con, ctx: SyncContext, unit: SyncUnit, changes: list[Change]) -> None:
     now = datetime.now(UTC).replace(tzinfo=None)
     frame = pd.DataFrame(
         [(c.member_key, c.operation, c.payload_hash) for c in changes],
@@ -248,15 +333,16 @@ def _record_intent(con, ctx: SyncContext, segment: str, destination: str, change
     )
     con.register("intent_items", frame)
     con.execute(
-        "INSERT INTO sync.ledger_items SELECT ?, NULL, ?, ?, member_key, operation, payload_hash, 'intent', NULL, ? "
-        "FROM intent_items",
-        [ctx.sync_id, segment, destination, now],
+        """INSERT INTO sync.ledger_items (sync_id, request_id, segment, destination, member_key, operation,
+            payload_hash, status, reason, updated_at, target)
+        SELECT ?, NULL, ?, ?, member_key, operation, payload_hash, 'intent', NULL, ?, ? FROM intent_items""",
+        [ctx.sync_id, unit.segment.name, unit.destination, now, unit.target],
     )
     con.unregister("intent_items")
 
 
 def _record_outcome(
-    con, ctx: SyncContext, segment: str, destination: str, changes: list[Change], result: SendResult
+    con, ctx: SyncContext, unit: SyncUnit, changes: list[Change], result: SendResult
 ) -> tuple[int, int]:
     """Ledger rows for every request, item outcomes and the acknowledged state, set-based in one transaction."""
     now = datetime.now(UTC).replace(tzinfo=None)
@@ -271,11 +357,21 @@ def _record_outcome(
                 i.request_id or "",
                 json.dumps(c.payload),
                 c.payload_hash,
+                c.customer_id,
             )
             for i in result.items
             if (c := by_key.get((i.member_key, i.operation))) is not None
         ],
-        columns=["member_key", "operation", "ok", "reason", "request_id", "payload", "payload_hash"],
+        columns=[
+            "member_key",
+            "operation",
+            "ok",
+            "reason",
+            "request_id",
+            "payload",
+            "payload_hash",
+            "customer_id",
+        ],
     )
     requests = pd.DataFrame(
         [
@@ -287,39 +383,40 @@ def _record_outcome(
     )  # fmt: skip
     con.register("item_outcomes", outcomes)
     con.register("request_outcomes", requests)
-    key = {"sync_id": ctx.sync_id, "segment": segment, "destination": destination, "now": now}
-    con.execute("BEGIN TRANSACTION")
+    key = {"segment": unit.segment.name, "destination": unit.destination, "target": unit.target}
     try:
-        con.execute(
-            """INSERT INTO sync.ledger SELECT request_id, $sync_id, $pk, $segment, $destination, operation, items,
-            status, http_status, error, CAST(detail AS JSON), $now FROM request_outcomes""",
-            {**key, "pk": ctx.partition_key},
-        )
-        con.execute(
-            """UPDATE sync.ledger_items AS li
-            SET status = CASE WHEN o.ok THEN 'acked' ELSE 'rejected' END, reason = o.reason,
-                request_id = o.request_id, updated_at = $now
-            FROM item_outcomes AS o
-            WHERE li.sync_id = $sync_id AND li.segment = $segment AND li.destination = $destination
-              AND li.member_key = o.member_key AND li.operation = o.operation""",
-            key,
-        )
-        con.execute(
-            """DELETE FROM sync.destination_state
-            WHERE segment = $segment AND destination = $destination
-              AND member_key IN (SELECT member_key FROM item_outcomes WHERE ok)""",
-            {k: key[k] for k in ("segment", "destination")},
-        )
-        con.execute(
-            """INSERT INTO sync.destination_state
-            SELECT $segment, $destination, member_key, CAST(payload AS JSON), payload_hash, $now, request_id
-            FROM item_outcomes WHERE ok AND operation <> 'remove'""",
-            {k: key[k] for k in ("segment", "destination", "now")},
-        )
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
+        with transaction(con):
+            con.execute(
+                """INSERT INTO sync.ledger (request_id, sync_id, partition_key, segment, destination, operation,
+                    items, status, http_status, error, detail, sent_at, target)
+                SELECT request_id, $sync_id, $pk, $segment, $destination, operation, items, status, http_status,
+                       error, CAST(detail AS JSON), $now, $target
+                FROM request_outcomes""",
+                {**key, "sync_id": ctx.sync_id, "pk": ctx.partition_key, "now": now},
+            )
+            con.execute(
+                """UPDATE sync.ledger_items AS li
+                SET status = CASE WHEN o.ok THEN 'acked' ELSE 'rejected' END, reason = o.reason,
+                    request_id = o.request_id, updated_at = $now
+                FROM item_outcomes AS o
+                WHERE li.sync_id = $sync_id AND li.segment = $segment AND li.destination = $destination
+                  AND li.target = $target AND li.member_key = o.member_key AND li.operation = o.operation""",
+                {**key, "sync_id": ctx.sync_id, "now": now},
+            )
+            con.execute(
+                """DELETE FROM sync.destination_state
+                WHERE segment = $segment AND destination = $destination AND target = $target
+                  AND member_key IN (SELECT member_key FROM item_outcomes WHERE ok)""",
+                key,
+            )
+            con.execute(
+                """INSERT INTO sync.destination_state (segment, destination, member_key, payload, payload_hash,
+                    acknowledged_at, request_id, target, customer_id)
+                SELECT $segment, $destination, member_key, CAST(payload AS JSON), payload_hash, $now, request_id,
+                       $target, customer_id
+                FROM item_outcomes WHERE ok AND operation <> 'remove'""",
+                {**key, "now": now},
+            )
     finally:
         con.unregister("item_outcomes")
         con.unregister("request_outcomes")
@@ -329,37 +426,41 @@ def _record_outcome(
 
 def run_sync(
     connect: Connect,
-    segments: list[Segment],
+    units: list[SyncUnit],
     adapters: dict[str, DestinationAdapter],
     ctx: SyncContext,
     *,
     dry_run: bool,
-    blocked: set[str],
     log: Callable[[str], None],
 ) -> list[DestinationReport]:
-    """Sync every (segment, destination) of the given segments; returns what was planned, sent and acknowledged."""
+    """Reconcile every unit with its target; returns what was planned, sent and acknowledged per unit."""
     reports: list[DestinationReport] = []
-    names = [s.name for s in segments if s.purpose == "target"]
+    own = sorted({u.segment.name for u in units if u.segment.cadence == ctx.cadence})
     started = datetime.now(UTC).replace(tzinfo=None)
     with connect() as con:
         ensure_tables(con)
         # A previous run of these segments died between intent and ack: those items are simply planned again.
-        # (Only these segments: the other cadence's sync may be sending right now.)
+        # (Only this cadence's segments: the other cadence's sync may be sending right now.)
         con.execute(
             "UPDATE sync.ledger_items SET status = 'unacknowledged', updated_at = ? "
             "WHERE status = 'intent' AND segment IN (SELECT unnest(?::VARCHAR[]))",
-            [started, names],
+            [started, own],
         )
         con.execute(
             "INSERT INTO sync.runs VALUES (?, ?, ?, ?, ?, NULL, 'running')",
             [ctx.sync_id, ctx.cadence, ctx.partition_key, dry_run, started],
         )
-        compute_plan(con, names)
+        compute_plan(con, units)
+        adopted = adopt_legacy_state(con)
+        if adopted:
+            log(f"{adopted} acknowledged state rows written before targets were recorded now belong to this file's "
+                "targets")  # fmt: skip
+            compute_plan(con, units)
         # The newest plan per segment stays queryable (this is what a dry run "shows").
         con.execute(
             """DELETE FROM sync.last_plan WHERE segment IN (SELECT DISTINCT segment FROM sync_plan)
                 OR segment IN (SELECT unnest($segments::VARCHAR[]))""",
-            {"segments": names},
+            {"segments": own},
         )
         con.execute(
             "INSERT INTO sync.last_plan SELECT ?, segment, destination, member_key, operation, payload_hash, ?, ? "
@@ -367,39 +468,39 @@ def run_sync(
             [ctx.sync_id, dry_run, started],
         )
         work = []
-        for segment in (s for s in segments if s.name in names):
-            for destination in segment.destinations:
-                report = DestinationReport(segment.name, destination)
-                reports.append(report)
-                report.people, report.with_identifier = _coverage(con, segment.name, destination)
-                if destination not in adapters:
-                    report.skipped = "no adapter configured"
-                    continue
-                if segment.name in blocked:
-                    report.skipped = "size guard blocked this segment"
-                    continue
-                changes = plan_changes(con, segment.name, destination)
-                report.adds = sum(c.operation == "add" for c in changes)
-                report.removes = sum(c.operation == "remove" for c in changes)
-                report.updates = sum(c.operation == "update" for c in changes)
-                report.expected_requests = adapters[destination].expected_requests(changes)
-                if changes and not dry_run:
-                    _record_intent(con, ctx, segment.name, destination, changes)
-                    work.append((segment, destination, changes, report))
-    for segment, destination, changes, report in work:
-        log(f"{segment.name} → {destination}: +{report.adds} −{report.removes} ~{report.updates}")
+        for unit in units:
+            report = DestinationReport(
+                unit.segment.name, unit.destination, unit.target, unit.mode, skipped=unit.skipped
+            )
+            reports.append(report)
+            report.people, report.with_identifier = _coverage(con, unit)
+            if unit.mode is None:
+                continue
+            if unit.destination not in adapters:
+                report.skipped = "no adapter configured"
+                continue
+            changes = plan_changes(con, unit)
+            report.adds = sum(c.operation == "add" for c in changes)
+            report.removes = sum(c.operation == "remove" for c in changes)
+            report.updates = sum(c.operation == "update" for c in changes)
+            report.expected_requests = adapters[unit.destination].expected_requests(changes)
+            if changes and not dry_run:
+                _record_intent(con, ctx, unit, changes)
+                work.append((unit, changes, report))
+    for unit, changes, report in work:
+        name = f"{unit.segment.name} → {unit.destination}"
+        log(f"{name}: +{report.adds} −{report.removes} ~{report.updates}"
+            + (" (suppression only)" if unit.mode == "suppress_only" else ""))  # fmt: skip
         started_send = time.monotonic()
-        result = adapters[destination].send(segment, changes, ctx)
+        result = adapters[unit.destination].send(unit.segment, changes, ctx)
         report.requests = len(result.requests)
         failed = [r for r in result.requests if not r.ok]
         report.failed_requests = len(failed)
         report.first_error = failed[0].error if failed else None
         with connect() as con:
-            report.acked, report.rejected = _record_outcome(
-                con, ctx, segment.name, destination, changes, result
-            )
+            report.acked, report.rejected = _record_outcome(con, ctx, unit, changes, result)
         log(
-            f"{segment.name} → {destination}: {report.requests} request(s), {report.acked} acknowledged, "
+            f"{name}: {report.requests} request(s), {report.acked} acknowledged, "
             f"{report.rejected} rejected in {time.monotonic() - started_send:.1f}s"
         )
     with connect() as con:
@@ -414,9 +515,11 @@ def run_sync(
 def _write_coverage(con, reports: list[DestinationReport], ctx: SyncContext) -> None:
     now = datetime.now(UTC).replace(tzinfo=None)
     for r in reports:
+        if r.mode != "full":
+            continue  # coverage describes a segment synced from its own partition
         acknowledged = con.execute(
-            "SELECT count(*) FROM sync.destination_state WHERE segment = ? AND destination = ?",
-            [r.segment, r.destination],
+            "SELECT count(*) FROM sync.destination_state WHERE segment = ? AND destination = ? AND target = ?",
+            [r.segment, r.destination, r.target],
         ).fetchone()[0]
         con.execute(
             "DELETE FROM sync.coverage WHERE segment = ? AND destination = ? AND as_of = ?",
@@ -427,6 +530,50 @@ def _write_coverage(con, reports: list[DestinationReport], ctx: SyncContext) -> 
             [r.segment, r.destination, ctx.as_of.replace(tzinfo=None), r.people, r.with_identifier, acknowledged,
              100.0 * r.with_identifier / r.people if r.people else None, now],
         )  # fmt: skip
+
+
+@dataclass
+class StateChecks:
+    """What the acknowledged state holds that it must not (verified after every sync)."""
+
+    duplicate_keys: int
+    suppressed_in_ads: int | None  # None: current suppression could not be established
+    holdout_outbound: int
+
+
+def check_state(
+    con: duckdb.DuckDBPyConnection, units: list[SyncUnit], suppression_known: bool
+) -> StateChecks:
+    """Verify `sync.destination_state` itself — what destinations acknowledged — not the routing view."""
+    write_units(con, units)
+    duplicates = con.execute(
+        """SELECT count(*) FROM (SELECT 1 FROM sync.destination_state
+        GROUP BY target, segment, destination, member_key HAVING count(*) > 1)"""
+    ).fetchone()[0]
+    ads = list(AD_DESTINATIONS)
+    suppressed = None
+    if suppression_known:
+        suppressed = con.execute(
+            f"""WITH suppressed_people AS ({SUPPRESSED_PEOPLE})
+            SELECT count(*) FROM sync.destination_state AS s JOIN sync_units AS u USING (target, segment, destination)
+            WHERE s.destination IN (SELECT unnest($ads::VARCHAR[]))
+              AND (s.member_key IN (SELECT person_id FROM suppressed_people)
+                   OR s.customer_id IN (SELECT customer_id FROM segments.suppressed))""",
+            {"ads": ads},
+        ).fetchone()[0]
+    # Holdout people at the latest partition of the segments this run synced from their own partition.
+    holdout = con.execute(
+        """WITH latest AS (SELECT segment, max(as_of) AS as_of FROM segments.partitions GROUP BY segment),
+        held_out AS (
+            SELECT DISTINCT m.segment, m.person_id FROM segments.members AS m JOIN latest USING (segment, as_of)
+            WHERE m.is_holdout AND m.person_id IS NOT NULL
+        )
+        SELECT count(*) FROM sync.destination_state AS s
+        JOIN sync_units AS u USING (target, segment, destination)
+        JOIN held_out AS h ON h.segment = s.segment AND h.person_id = s.member_key
+        WHERE u.mode = 'full'"""
+    ).fetchone()[0]
+    return StateChecks(duplicates, suppressed, holdout)
 
 
 def chunks(items: list, size: int) -> Iterator[list]:

@@ -2,7 +2,8 @@
 
 Lineage comes from the SQL's own table references; raw tables map to the extraction assets that write them (their
 `dagster/table_name` metadata). Data tests run right after the model is built and are returned as asset checks;
-`unique`/`not_null` checks are blocking, so a broken key stops everything downstream in the run.
+`unique`/`not_null` checks are blocking, so a broken key stops everything downstream in the run. Every outcome is
+also kept in `pipeline.data_tests`, where the segments stage finds failing ERROR tests and blocks activation.
 """
 
 import time
@@ -13,9 +14,11 @@ import dagster as dg
 import duckdb
 
 from retention_pipeline.config import env, positive_int
+from retention_pipeline.models import quality
 from retention_pipeline.models.project import THIS, Model
 from retention_pipeline.partitions import BY_CADENCE
-from retention_pipeline.warehouse import DuckDBWarehouse
+from retention_pipeline.redact import redact
+from retention_pipeline.warehouse import DuckDBWarehouse, transaction
 
 GROUP = "models"
 
@@ -69,16 +72,11 @@ def build_model(con: duckdb.DuckDBPyConnection, model: Model) -> int | None:
         return con.execute(f"SELECT count(*) FROM {model.table}").fetchone()[0]
     con.execute(f"CREATE TABLE IF NOT EXISTS {model.table} AS SELECT * FROM ({model.sql}) LIMIT 0")
     evolve_columns(con, model)
-    try:
-        con.execute("BEGIN TRANSACTION")
+    with transaction(con):
         con.execute(
             f"DELETE FROM {model.table} WHERE cadence = getvariable('cadence') AND as_of = getvariable('as_of')"
         )
         rows = con.execute(f"INSERT INTO {model.table} BY NAME {model.sql}").fetchone()[0]
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     return rows
 
 
@@ -120,10 +118,17 @@ def run_tests(con: duckdb.DuckDBPyConnection, model: Model, key: dg.AssetKey) ->
                 check_name=test.name,
                 asset_key=key,
                 passed=failing == 0,
-                severity=dg.AssetCheckSeverity.ERROR,
+                severity=dg.AssetCheckSeverity.ERROR
+                if test.severity == "error"
+                else dg.AssetCheckSeverity.WARN,
                 metadata={
                     "failing_rows": failing,
-                    **({"sample": dg.MetadataValue.md(sample.to_markdown(index=False))} if failing else {}),
+                    # Failing rows may hold contact data (aliases, custom fields): never raw email/phone in the event log.
+                    **(
+                        {"sample": dg.MetadataValue.md(redact(sample.to_markdown(index=False)))}
+                        if failing
+                        else {}
+                    ),
                 },
             )
         )
@@ -183,7 +188,13 @@ def _model_asset(
         partitions_def=BY_CADENCE[cadence] if cadence else None,
         tags={"cadence": cadence} if cadence else None,
         check_specs=[
-            dg.AssetCheckSpec(test.name, asset=key, blocking=test.blocking, description=f"{test.kind} test")
+            dg.AssetCheckSpec(
+                test.name,
+                asset=key,
+                blocking=test.blocking,
+                description=f"{test.kind} test, severity {test.severity}"
+                + (": a failure blocks activation" if test.severity == "error" else ""),
+            )
             for test in model.tests
         ],
     )
@@ -194,6 +205,14 @@ def _model_asset(
             set_run_variables(con, cadence, as_of)
             rows = build_model(con, model)
             checks = run_tests(con, model, key)
+            quality.record_outcomes(
+                con,
+                model,
+                {c.check_name: int(c.metadata["failing_rows"].value) for c in checks},
+                cadence,
+                as_of,
+                context.run_id,
+            )
             schema = _column_schema(con, model)
             metrics = run_metrics(con, model)
         return dg.MaterializeResult(

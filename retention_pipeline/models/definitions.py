@@ -7,4 +7,5 @@ from retention_pipeline.models.project import SQL_ROOT, load_project
 from retention_pipeline.source.definitions import defs as source_defs
 
 _producers = table_producers(source_defs.assets)
-defs = dg.Definitions(assets=build_model_assets(load_project(SQL_ROOT, set(_producers)), _producers))
+MODELS = load_project(SQL_ROOT, set(_producers))
+defs = dg.Definitions(assets=build_model_assets(MODELS, _producers))

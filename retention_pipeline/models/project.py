@@ -5,6 +5,7 @@ Errors are raised at definitions load and always name the file (and the table or
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from graphlib import CycleError, TopologicalSorter
@@ -20,6 +21,7 @@ CADENCES = ("hourly", "daily", "weekly")
 # it is loaded after them (retention_pipeline.measurement).
 NOT_MODELS = {"segments", "measurement"}
 TEST_KINDS = ("unique", "not_null", "accepted_values", "relationships", "custom")
+SEVERITIES = ("error", "warn")
 _HEADER = re.compile(r"\A\s*/\*(?P<body>.*?)\*/", re.DOTALL)
 # The current model in a custom test: `{{ this }}`.
 THIS = re.compile(r"\{\{\s*this\s*\}\}")
@@ -36,6 +38,7 @@ class DataTest:
     sql: str  # returns the failing rows; `{{ this }}` is the model (its current partition when partitioned)
     blocking: bool
     target: str | None = None  # the table a relationships test reads
+    severity: str = "error"  # error: a failure blocks activation downstream; warn: reported, never blocks
 
 
 @dataclass
@@ -99,9 +102,16 @@ def _tests(path: Path, table: str, raw: object, partitioned: bool) -> list[DataT
         raise _fail(path, "tests: expected a list of {kind: spec}")
     tests = []
     for item in raw:
-        if not isinstance(item, dict) or len(item) != 1 or next(iter(item)) not in TEST_KINDS:
-            raise _fail(path, f"tests: {item!r} is not one of {', '.join(TEST_KINDS)}")
-        kind, spec = next(iter(item.items()))
+        kinds = [k for k in item if k in TEST_KINDS] if isinstance(item, dict) else []
+        if len(kinds) != 1 or set(item) - {kinds[0], "severity"}:
+            raise _fail(
+                path, f"tests: {item!r} is not one of {', '.join(TEST_KINDS)} (plus an optional severity)"
+            )
+        kind, spec = kinds[0], item[kinds[0]]
+        severity = item.get("severity", spec.get("severity", "error") if isinstance(spec, dict) else "error")
+        if severity not in SEVERITIES:
+            raise _fail(path, f"tests.{kind}: severity {severity!r} must be one of {', '.join(SEVERITIES)}")
+        first = len(tests)
         key_cols = ["cadence", "as_of"] if partitioned else []
         if kind in ("unique", "not_null"):
             cols = [spec] if isinstance(spec, str) else spec
@@ -139,6 +149,10 @@ def _tests(path: Path, table: str, raw: object, partitioned: bool) -> list[DataT
             tests.append(
                 DataTest(str(spec["name"]), kind, str(spec["sql"]), bool(spec.get("blocking", False)))
             )
+        tests[first:] = [
+            dataclasses.replace(t, severity=severity, blocking=t.blocking and severity == "error")
+            for t in tests[first:]
+        ]
     names = [t.name for t in tests]
     if len(names) != len(set(names)):
         raise _fail(path, f"tests: duplicate test names {sorted({n for n in names if names.count(n) > 1})}")
@@ -235,3 +249,16 @@ def load_project(root: Path, external_tables: set[str], folders: set[str] | None
         files = " → ".join(str(models[t].path.relative_to(root)) for t in cycle)
         raise ModelError(f"dependency cycle between models: {files}") from None
     return [models[t] for t in order]
+
+
+def upstream_models(models: list[Model], tables: set[str]) -> list[str]:
+    """The given model tables and every model they read, transitively (raw tables are not models)."""
+    by_table = {m.table: m for m in models}
+    seen: set[str] = set()
+    stack = [t for t in tables if t in by_table]
+    while stack:
+        table = stack.pop()
+        if table not in seen:
+            seen.add(table)
+            stack += [r for r in by_table[table].refs if r in by_table]
+    return sorted(seen)

@@ -3,12 +3,15 @@
 The receiver (operations/webhooks.py) only appends to its SQLite inbox. This sensor copies new inbox rows into
 `raw.metronome_notifications` and, when a new event can change hourly segment membership, requests the
 hourly_retention run for the latest complete hour, so segments react within minutes of a low-balance alert
-instead of at the next schedule tick. Its cursor is the last inbox `seq` copied; the insert ignores ids already
-stored, so a re-read batch or a reset cursor never duplicates rows or requests a run for old events.
+instead of at the next schedule tick. Its cursor is the inbox file's identity and the last row copied from it
+(`seq` and event id), so a recreated inbox (deleted, moved to a new volume or path, restored from an older copy),
+whose row numbers restart, is read from its first row. The insert ignores ids already stored, so a re-read batch
+or a restarted cursor never duplicates rows or requests a run for old events.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -21,7 +24,7 @@ import duckdb
 import pandas as pd
 
 from retention_pipeline.operations.jobs import hourly_retention
-from retention_pipeline.operations.webhooks import Inbox, InboxRow, resolve_inbox_path
+from retention_pipeline.operations.webhooks import Inbox, InboxCursor, InboxRow, resolve_inbox_path
 from retention_pipeline.partitions import latest_complete_partition
 from retention_pipeline.warehouse import DuckDBWarehouse
 
@@ -125,22 +128,26 @@ def store_notifications(path: Path, rows: list[InboxRow]) -> set[str]:
     "low-balance alerts, billing errors and contract or balance lifecycle events.",
 )
 def metronome_notifications_sensor(context: dg.SensorEvaluationContext, duckdb: DuckDBWarehouse):
-    after = int(context.cursor or 0)
     inbox_path = resolve_inbox_path()
     if not inbox_path.exists():
         return dg.SkipReason(
             f"No webhook inbox at {inbox_path} yet; start `python -m retention_pipeline.webhooks`."
         )
-    rows = Inbox(inbox_path).read_after(after, BATCH_LIMIT)
+    inbox = Inbox(inbox_path)
+    inbox.create()  # gives an inbox made before inboxes had an identity its own
+    cursor = InboxCursor.parse(context.cursor)
+    start, rows = inbox.read_after(cursor, BATCH_LIMIT)
     if not rows:
-        return dg.SkipReason(f"No notifications after inbox row {after}.")
+        return dg.SkipReason(f"No notifications after row {start.seq} of inbox {start.inbox_id}.")
+    if cursor is not None and start != cursor:
+        context.log.info(f"Cursor {cursor} does not match inbox {start.inbox_id}; reading it from row 0.")
     try:
         new_ids = store_notifications(duckdb.resolved_path(), rows)
     except WarehouseBusy:
         return dg.SkipReason(
             f"DuckDB file busy (a run holds it); {len(rows)} notifications wait in the inbox."
         )
-    context.update_cursor(str(rows[-1].seq))
+    context.update_cursor(str(InboxCursor(start.inbox_id, rows[-1].seq, rows[-1].id)))
     new_types = sorted({row.type for row in rows if row.id in new_ids})
     triggers = [t for t in new_types if affects_segments(t)]
     if not triggers:
@@ -149,8 +156,11 @@ def metronome_notifications_sensor(context: dg.SensorEvaluationContext, duckdb: 
             "none affects segment membership."
         )
     partition = latest_complete_partition("hourly", datetime.now(UTC))
+    # Keyed by the events, not by row numbers, which restart with a recreated inbox: a reused key would make the
+    # daemon drop the request. An id is new in exactly one tick (the insert ignores stored ids).
+    digest = hashlib.sha256("\n".join(sorted(new_ids)).encode()).hexdigest()[:16]
     return dg.RunRequest(
-        run_key=f"metronome-notifications-{rows[0].seq}-{rows[-1].seq}",
+        run_key=f"metronome-notifications-{digest}",
         partition_key=partition,
         tags={"trigger": "metronome_notifications", "notification_types": ",".join(triggers)},
     )

@@ -4,6 +4,8 @@ Metronome asks for a fast acknowledgement and delivers at least once (reference 
 processing: one HMAC check and one SQLite commit. The `metronome_notifications_sensor` (operations/notifications.py)
 moves inbox rows into DuckDB later. The inbox is SQLite in WAL mode rather than DuckDB because DuckDB admits one
 writer process at a time and pipeline runs hold its file for minutes; a webhook must never wait for that lock.
+Each inbox file carries a random identity, so the sensor's cursor (identity, last row) notices a recreated file.
+A correctly signed body that is not a usable event is answered 400 and kept in the inbox's `rejected` table.
 
 Server: the standard library's `ThreadingHTTPServer`, as the Metronome sandbox uses. The work per request is
 synchronous and must refuse an oversized body from its Content-Length before reading it, both plain with
@@ -24,6 +26,7 @@ import socket
 import sqlite3
 import sys
 import threading
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,6 +34,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TypeVar
 
 from retention_pipeline.config import ConfigError, env, env_parsed, positive_int
 
@@ -44,6 +48,14 @@ MAX_BODY_BYTES_LIMIT = 64 << 20
 SQLITE_BUSY_TIMEOUT_S = 5.0
 # A client that stalls mid-request gives its thread back after this long.
 SOCKET_TIMEOUT_S = 30
+# Connections the kernel queues before the accept loop takes them. The default of 5 reset most of a burst of 200
+# concurrent deliveries; Linux caps it at net.core.somaxconn (4096 by default).
+LISTEN_BACKLOG = 1024
+# Metronome's events nest 3 levels deep; a far deeper body is hostile or broken, and past ~1,000 levels the parser
+# raises RecursionError.
+MAX_JSON_DEPTH = 32
+
+T = TypeVar("T")
 
 
 class Rejected(Exception):
@@ -94,14 +106,37 @@ def parse_event(body: bytes) -> dict:
     """The event as a JSON object with string `id` and `type`; anything else is a 400 (a retry cannot fix it)."""
     try:
         event = json.loads(body.decode("utf-8"))
+    except RecursionError:
+        raise Rejected(400, f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
     except ValueError:  # includes UnicodeDecodeError and JSONDecodeError
         raise Rejected(400, "body is not UTF-8 JSON") from None
     if not isinstance(event, dict):
         raise Rejected(400, "body is not a JSON object")
+    _check_tree(event)
     for key in ("id", "type"):
         if not isinstance(event.get(key), str) or not event[key]:
             raise Rejected(400, f"event has no string `{key}`")
     return event
+
+
+def _check_tree(event: dict) -> None:
+    """Refuse nesting past MAX_JSON_DEPTH and strings that are not Unicode: a lone surrogate escape such as
+    "\\ud800" is valid JSON syntax, but SQLite cannot encode it and DuckDB reads the whole body as NULL."""
+    pending: list[tuple[object, int]] = [(event, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise Rejected(400, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(value, dict):
+            pending += [(key, depth) for key in value]
+            pending += [(item, depth + 1) for item in value.values()]
+        elif isinstance(value, list):
+            pending += [(item, depth + 1) for item in value]
+        elif isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise Rejected(400, "a string holds a lone surrogate escape (not Unicode)") from None
 
 
 def event_field(event: dict, name: str) -> str | None:
@@ -124,6 +159,27 @@ def resolve_inbox_path(override: str | None = None) -> Path:
 
 
 @dataclass(frozen=True)
+class InboxCursor:
+    """Where a reader stopped: the inbox file's identity, the last `seq` it took from that file and that row's event
+    id (an older copy of the same file, restored, reuses row numbers for other events)."""
+
+    inbox_id: str
+    seq: int
+    event_id: str
+
+    def __str__(self) -> str:
+        return f"{self.inbox_id}:{self.seq}:{self.event_id}"
+
+    @classmethod
+    def parse(cls, text: str | None) -> InboxCursor | None:
+        """None for anything else, e.g. the bare row number cursors held before inboxes had an identity."""
+        parts = (text or "").split(":", 2)
+        if len(parts) != 3 or not parts[1].isdigit():
+            return None
+        return cls(parts[0], int(parts[1]), parts[2])
+
+
+@dataclass(frozen=True)
 class InboxRow:
     seq: int
     id: str
@@ -137,57 +193,134 @@ class InboxRow:
 class Inbox:
     """The SQLite inbox. One connection per call, so handler threads and the sensor's process never share one."""
 
-    DDL = """
-    CREATE TABLE IF NOT EXISTS inbox (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- arrival order, never reused even after pruning: the sensor's cursor
-        id TEXT NOT NULL UNIQUE,                -- Metronome's event id; delivery is at-least-once
-        type TEXT NOT NULL,
-        customer_id TEXT,
-        event_timestamp TEXT,                   -- as sent, when the payload has one
-        received_at TEXT NOT NULL,              -- receiver's clock, ISO-8601 UTC
-        body TEXT NOT NULL                      -- the exact body received
+    DDL = (
+        """
+        CREATE TABLE IF NOT EXISTS inbox (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- arrival order, never reused in this file: the cursor
+            id TEXT NOT NULL UNIQUE,                -- Metronome's event id; delivery is at-least-once
+            type TEXT NOT NULL,
+            customer_id TEXT,
+            event_timestamp TEXT,                   -- as sent, when the payload has one
+            received_at TEXT NOT NULL,              -- receiver's clock, ISO-8601 UTC
+            body TEXT NOT NULL                      -- the exact body received
+        )
+        """,
+        """
+        CREATE TABLE IF NOT EXISTS inbox_identity (
+            one_row INTEGER PRIMARY KEY CHECK (one_row = 1),
+            inbox_id TEXT NOT NULL,                 -- random: a recreated file gets a new one, a moved file keeps it
+            created_at TEXT NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE IF NOT EXISTS rejected (      -- signed bodies answered 400, kept for an operator to inspect
+            body_sha256 TEXT PRIMARY KEY,           -- Metronome retries a 4xx: each distinct body is kept once
+            reason TEXT NOT NULL,
+            first_received_at TEXT NOT NULL,
+            last_received_at TEXT NOT NULL,
+            attempts INTEGER NOT NULL,
+            body BLOB NOT NULL                      -- the exact bytes, which need not be UTF-8
+        )
+        """,
     )
-    """
+
+    INSERT = (
+        "INSERT INTO inbox (id, type, customer_id, event_timestamp, received_at, body) "
+        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+    )
+    QUARANTINE = (
+        "INSERT INTO rejected (body_sha256, reason, first_received_at, last_received_at, attempts, body) "
+        "VALUES (?, ?, ?, ?, 1, ?) ON CONFLICT (body_sha256) DO UPDATE SET "
+        "last_received_at = excluded.last_received_at, attempts = attempts + 1"
+    )
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        # Handler threads queue here rather than in SQLite's busy handler, whose growing sleeps let a burst of
+        # 1,000 concurrent deliveries starve some writers past the busy timeout (answered 503). Held around the
+        # transaction only: connections opened and closed outside it overlap, so a close is rarely the last one,
+        # which checkpoints the WAL (holding the lock across that halved throughput).
+        self._write_lock = threading.Lock()
 
     def create(self) -> None:
-        """Create the file, switch it to WAL (readers never block the writer) and add the table; idempotent."""
+        """Create the file in WAL mode (readers never block the writer) with its tables and identity; idempotent."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self._connect() as con:
-                con.execute("PRAGMA journal_mode = WAL")
-                con.execute(self.DDL)
+                self._create_schema(con)
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"RETENTION_WEBHOOK_INBOX={str(self.path)!r} cannot be used: {exc}") from None
 
+    @staticmethod
+    def _create_schema(con: sqlite3.Connection) -> None:
+        con.execute("PRAGMA journal_mode = WAL")
+        for ddl in Inbox.DDL:
+            con.execute(ddl)
+        # Read first, so an inbox that has its identity takes no write lock here.
+        if con.execute("SELECT 1 FROM inbox_identity").fetchone() is None:
+            with con:
+                con.execute(
+                    "INSERT OR IGNORE INTO inbox_identity VALUES (1, ?, ?)",
+                    (uuid.uuid4().hex, datetime.now(UTC).isoformat()),
+                )
+
     def append(self, event: dict, body: str, received_at: datetime) -> bool:
         """Commit the event unless its id is already stored; True when it is new. Durable once this returns."""
-        with self._connect() as con, con:  # the inner `con` is the transaction: commit on exit
-            cursor = con.execute(
-                "INSERT INTO inbox (id, type, customer_id, event_timestamp, received_at, body) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-                (
-                    event["id"],
-                    event["type"],
-                    event_field(event, "customer_id"),
-                    event_field(event, "timestamp"),
-                    received_at.astimezone(UTC).isoformat(),
-                    body,
-                ),
-            )
-            return cursor.rowcount == 1
+        row = (
+            event["id"],
+            event["type"],
+            event_field(event, "customer_id"),
+            event_field(event, "timestamp"),
+            received_at.astimezone(UTC).isoformat(),
+            body,
+        )
+        return self._write(lambda con: con.execute(self.INSERT, row).rowcount) == 1
 
-    def read_after(self, seq: int, limit: int) -> list[InboxRow]:
-        """Up to `limit` rows with seq above `seq`, oldest first."""
+    def quarantine(self, body: bytes, reason: str, received_at: datetime) -> None:
+        """Keep a signed body the receiver refused, counting repeated deliveries of the same bytes."""
+        at = received_at.astimezone(UTC).isoformat()
+        row = (hashlib.sha256(body).hexdigest(), reason, at, at, body)
+        self._write(lambda con: con.execute(self.QUARANTINE, row))
+
+    def read_after(self, cursor: InboxCursor | None, limit: int) -> tuple[InboxCursor, list[InboxRow]]:
+        """Where reading starts and up to `limit` rows after it, oldest first.
+
+        Reading goes on after the cursor only if it points at a row of this file that still holds its event;
+        otherwise (no cursor, another file, an older copy of this one restored) it starts at row 0, because row
+        numbers restart with the file.
+        """
         with self._connect() as con:
+            (inbox_id,) = con.execute("SELECT inbox_id FROM inbox_identity").fetchone()
+            valid = (
+                cursor is not None
+                and cursor.inbox_id == inbox_id
+                and con.execute(
+                    "SELECT 1 FROM inbox WHERE seq = ? AND id = ?", (cursor.seq, cursor.event_id)
+                ).fetchone()
+                is not None
+            )
+            start = cursor if valid else InboxCursor(inbox_id, 0, "")
             rows = con.execute(
                 "SELECT seq, id, type, customer_id, event_timestamp, received_at, body FROM inbox "
                 "WHERE seq > ? ORDER BY seq LIMIT ?",
-                (seq, limit),
+                (start.seq, limit),
             ).fetchall()
-        return [InboxRow(*row) for row in rows]
+        return start, [InboxRow(*row) for row in rows]
+
+    def _write(self, statement: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `statement` in one transaction. A file deleted or replaced under the running receiver has no tables:
+        recreate them (with a new identity, which restarts the sensor at row 0) instead of failing every delivery."""
+        with self._connect() as con, self._write_lock:
+            try:
+                with con:  # the transaction: commit on exit
+                    return statement(con)
+            except sqlite3.OperationalError as exc:
+                if not str(exc).startswith("no such table"):
+                    raise
+            log.warning("inbox %s has no tables (file deleted or replaced); recreating them", self.path)
+            self._create_schema(con)
+            with con:
+                return statement(con)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -202,10 +335,20 @@ class Inbox:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = LISTEN_BACKLOG
     secret: str
     inbox: Inbox
     max_body_bytes: int
     clock: Callable[[], datetime]
+
+    def handle_error(self, request: object, client_address: tuple) -> None:
+        """A client that hangs up is routine (the sender retries); anything else is logged with its traceback
+        instead of socketserver's print to stderr."""
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError):
+            log.info("client %s disconnected: %s", client_address[0], type(error).__name__)
+        else:
+            log.error("error serving %s", client_address[0], exc_info=True)
 
 
 class _IPv6Server(_Server):
@@ -224,19 +367,27 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         try:
-            outcome = self._receive()
+            status, answer = 200, {"status": self._receive()}
         except Rejected as rejected:
             log.warning("rejected %s from %s: %s", rejected.status, self.client_address[0], rejected.reason)
-            self._answer(rejected.status, {"error": rejected.reason})
-        else:
-            self._answer(200, {"status": outcome})
+            status, answer = rejected.status, {"error": rejected.reason}
+        except ConnectionError:
+            raise  # the client is gone: nothing to answer (see _Server.handle_error)
+        except Exception:  # noqa: BLE001 - an unforeseen bug still gets an answer Metronome retries, not a dead socket
+            log.exception("unexpected error receiving from %s", self.client_address[0])
+            status, answer = 500, {"error": "internal error; retry later"}
+        self._answer(status, answer)
 
     def _receive(self) -> str:
         body = self._read_body()
         received_at = self.server.clock()
         date = next((self.headers[name] for name in DATE_HEADERS if self.headers.get(name)), None)
         verify(self.server.secret, date, body, self.headers.get(SIGNATURE_HEADER), received_at)
-        event = parse_event(body)
+        try:
+            event = parse_event(body)
+        except Rejected as rejected:
+            self._quarantine(body, rejected.reason, received_at)
+            raise
         try:
             stored = self.server.inbox.append(event, body.decode("utf-8"), received_at)
         except sqlite3.Error as exc:
@@ -251,6 +402,14 @@ class _Handler(BaseHTTPRequestHandler):
             event_field(event, "customer_id"),
         )
         return outcome
+
+    def _quarantine(self, body: bytes, reason: str, received_at: datetime) -> None:
+        """Signed, so Metronome sent it: keep the bytes. When they cannot be kept, 503 asks for them again."""
+        try:
+            self.server.inbox.quarantine(body, reason, received_at)
+        except sqlite3.Error as exc:
+            log.error("could not keep a rejected body (%s): %s", reason, exc)
+            raise Rejected(503, "inbox unavailable; retry later") from None
 
     def _read_body(self) -> bytes:
         """The body, refused from its declared length alone when too large (the rest is never read)."""

@@ -3,13 +3,15 @@
 import dagster as dg
 
 from retention_pipeline.models.assets import WRITES, set_run_variables
+from retention_pipeline.models.quality import failing_error_tests
 from retention_pipeline.partitions import BY_CADENCE
 from retention_pipeline.segments.engine import (
     SegmentStats,
     compute_partition,
     ensure_tables,
+    segments_of_cadence,
 )
-from retention_pipeline.segments.project import AD_DESTINATIONS, SUPPRESSION_SEGMENT, Segment
+from retention_pipeline.segments.project import Segment
 from retention_pipeline.warehouse import DuckDBWarehouse
 
 GROUP = "segments"
@@ -17,7 +19,9 @@ FEATURES_TABLE = "analytics.customer_features"
 
 
 class SegmentRunConfig(dg.Config):
-    """Set `override_guard` to segment names (or "*") to accept a size swing the guard blocked, after review."""
+    """`override_guard`: after review, segment names accept a size swing the guard blocked, data test names
+    (`usage_is_non_negative` or `analytics.customer_features.usage_is_non_negative`) accept a failing ERROR test,
+    "*" accepts everything."""
 
     override_guard: list[str] = []
 
@@ -44,40 +48,12 @@ def _metadata(stats: list[SegmentStats], as_of) -> dict:
     return metadata
 
 
-def _audience_checks(con, key: dg.AssetKey) -> list[dg.AssetCheckResult]:
-    ads = "(" + ", ".join(f"'{d}'" for d in AD_DESTINATIONS) + ")"
-    suppressed_in_ads = con.execute(
-        f"""SELECT count(*) FROM segments.audiences AS a
-        WHERE a.destination IN {ads} AND a.customer_id IN (
-            SELECT m.customer_id FROM segments.members AS m
-            WHERE m.segment = '{SUPPRESSION_SEGMENT}'
-              AND m.as_of = (SELECT max(as_of) FROM segments.partitions WHERE segment = '{SUPPRESSION_SEGMENT}'))"""
-    ).fetchone()[0]
-    holdout_outbound = con.execute(
-        """SELECT count(*) FROM segments.audiences AS a
-        JOIN segments.members AS m USING (segment, as_of, customer_id) WHERE m.is_holdout"""
-    ).fetchone()[0]
-    return [
-        dg.AssetCheckResult(
-            check_name="do_not_retarget_disjoint_from_ad_audiences",
-            asset_key=key,
-            passed=suppressed_in_ads == 0,
-            metadata={"suppressed_rows_in_ad_audiences": suppressed_in_ads},
-        ),
-        dg.AssetCheckResult(
-            check_name="holdout_never_outbound",
-            asset_key=key,
-            passed=holdout_outbound == 0,
-            metadata={"holdout_rows_outbound": holdout_outbound},
-        ),
-    ]
-
-
 def build_segment_asset(
-    cadence: str, segments: list[Segment], deps: list[dg.AssetKey]
+    cadence: str, segments: list[Segment], deps: list[dg.AssetKey], gated_models: list[str]
 ) -> dg.AssetsDefinition:
+    """`gated_models`: the models whose failing ERROR tests block this cadence's target segments."""
     key = dg.AssetKey(["segments", f"members_{cadence}"])
-    mine = [s for s in segments if s.cadence == cadence]
+    mine = segments_of_cadence(segments, cadence)
     lines = "\n".join(f"- **{s.name}** ({s.purpose}): {s.description}" for s in mine)
 
     @dg.asset(
@@ -98,14 +74,15 @@ def build_segment_asset(
                 dg.AssetCheckSpec(
                     f"size_guard_{s.name}",
                     asset=key,
-                    blocking=True,
+                    # Not blocking in Dagster: the sync holds back exactly the segments whose guard failed and
+                    # still removes suppressed people from every ad audience, which a skipped step could not do.
                     description=f"{s.name}: size change ≤ {s.max_change_pct:g}% vs the previous partition, not "
-                    f"to 0, ≥ {s.min_size}; blocks activation until re-run with override_guard",
+                    f"to 0, ≥ {s.min_size}"
+                    + ("; no failing ERROR data test upstream" if s.purpose == "target" else "")
+                    + "; blocks activation until re-run with override_guard",
                 )
                 for s in mine
             ],
-            dg.AssetCheckSpec("do_not_retarget_disjoint_from_ad_audiences", asset=key),
-            dg.AssetCheckSpec("holdout_never_outbound", asset=key),
         ],
     )
     def _asset(
@@ -124,8 +101,16 @@ def build_segment_asset(
                     f"{FEATURES_TABLE} has no rows for cadence={cadence}, as_of={as_of:%Y-%m-%d %H:%M}: materialize "
                     f"analytics/customer_features_{cadence} for partition {context.partition_key} first."
                 )
+            failing = failing_error_tests(con, gated_models, cadence, as_of)
             stats = compute_partition(
-                con, segments, cadence, context.partition_key, as_of, set(config.override_guard)
+                con,
+                segments,
+                cadence,
+                context.partition_key,
+                as_of,
+                set(config.override_guard),
+                None,
+                failing,
             )
             checks = [
                 dg.AssetCheckResult(
@@ -142,7 +127,7 @@ def build_segment_asset(
                     description=s.guard_reason,
                 )
                 for s in stats
-            ] + _audience_checks(con, key)
+            ]
         for s in stats:
             if s.guard_status != "ok":
                 context.log.warning(f"size guard {s.guard_status} for {s.segment}: {s.guard_reason}")

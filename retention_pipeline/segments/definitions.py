@@ -3,7 +3,9 @@
 import dagster as dg
 
 from retention_pipeline.models.assets import table_producers
+from retention_pipeline.models.definitions import MODELS
 from retention_pipeline.models.definitions import defs as model_defs
+from retention_pipeline.models.project import upstream_models
 from retention_pipeline.segments.assets import build_segment_asset
 from retention_pipeline.segments.project import SegmentError, load_segments
 from retention_pipeline.source.definitions import defs as source_defs
@@ -26,6 +28,14 @@ def _deps(cadence: str) -> list[dg.AssetKey]:
     return sorted(keys, key=lambda k: k.to_user_string())
 
 
+def _gated(cadence: str) -> list[str]:
+    """Models whose ERROR tests gate this cadence's activation: the features and everything they read."""
+    refs = {ref for s in SEGMENTS if s.cadence == cadence for ref in s.refs}
+    return upstream_models(MODELS, {"analytics.customer_features"} | refs)
+
+
 defs = dg.Definitions(
-    assets=[build_segment_asset(c, SEGMENTS, _deps(c)) for c in sorted({s.cadence for s in SEGMENTS})]
+    assets=[
+        build_segment_asset(c, SEGMENTS, _deps(c), _gated(c)) for c in sorted({s.cadence for s in SEGMENTS})
+    ]
 )

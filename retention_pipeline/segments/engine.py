@@ -12,7 +12,9 @@ from graphlib import TopologicalSorter
 
 import duckdb
 
-from retention_pipeline.segments.project import AD_DESTINATIONS, SUPPRESSION_SEGMENT, Segment
+from retention_pipeline.models.quality import is_overridden
+from retention_pipeline.segments.project import AD_DESTINATIONS, Segment
+from retention_pipeline.warehouse import transaction
 
 DDL = """
 CREATE SCHEMA IF NOT EXISTS segments;
@@ -41,30 +43,104 @@ CREATE TABLE IF NOT EXISTS segments.definitions (
 # person of an account.
 HOLDOUT_BUCKET = "CAST(('0x' || left(md5(? || ':' || customer_id), 8)) AS UBIGINT) % 100"
 
-# What would be sent where (before identifier checks): the latest partition of every target segment, minus
-# holdout; for ad destinations also minus the latest do_not_retarget accounts and people without marketing consent.
+# What would be sent where (before identifier checks), one row per segment × destination × person. The identity
+# rule for a person listed under several accounts (README, "One person in several accounts"):
+# - the person is a member when any of their accounts is; tier, reason and the attributed `customer_id` come from
+#   their primary account in the segment: tier 'high' first, then the smallest customer_id;
+# - held out when any of their member accounts is held out (holdout is never contaminated);
+# - for ad destinations: excluded when any of their accounts is currently suppressed (the newest partition of every
+#   suppress segment, whichever cadence computed it), and only with marketing consent on every one of their rows.
+# Accounts without contacts keep one row with person_id NULL (counted for coverage, never sent).
 AUDIENCES_VIEW = f"""
+CREATE OR REPLACE VIEW segments.suppressed AS
+WITH newest AS (
+    SELECT p.segment, max(p.as_of) AS as_of
+    FROM segments.partitions AS p JOIN segments.definitions AS d USING (segment)
+    WHERE d.purpose = 'suppress' GROUP BY p.segment
+)
+SELECT DISTINCT m.segment, m.as_of, m.customer_id, m.reason
+FROM segments.members AS m JOIN newest USING (segment, as_of);
+
 CREATE OR REPLACE VIEW segments.audiences AS
 WITH latest AS (
-    SELECT segment, max(as_of) AS as_of FROM segments.partitions GROUP BY segment
+    SELECT p.segment, max(p.as_of) AS as_of
+    FROM segments.partitions AS p JOIN segments.definitions AS d USING (segment)
+    WHERE d.purpose = 'target' GROUP BY p.segment
 ),
 members AS (
-    SELECT m.* FROM segments.members AS m JOIN latest USING (segment, as_of)
+    SELECT DISTINCT m.segment, m.cadence, m.partition_key, m.as_of, m.customer_id, m.person_id, m.tier,
+           m.reason, m.is_holdout
+    FROM segments.members AS m JOIN latest USING (segment, as_of)
 ),
-suppressed AS (
-    SELECT DISTINCT customer_id FROM members WHERE segment = '{SUPPRESSION_SEGMENT}'
+ranked AS (
+    SELECT *,
+        bool_or(is_holdout) OVER person AS person_held_out,
+        count(*) OVER person AS person_accounts,
+        row_number() OVER (person ORDER BY CASE tier WHEN 'high' THEN 0 ELSE 1 END, customer_id) AS rank
+    FROM members
+    WINDOW person AS (PARTITION BY segment, coalesce(person_id, '\x00account:' || customer_id))
+),
+suppressed_people AS (
+    SELECT DISTINCT c.person_id FROM raw.contacts AS c
+    WHERE c.person_id IS NOT NULL AND c.customer_id IN (SELECT customer_id FROM segments.suppressed)
+),
+consent AS (
+    SELECT person_id, bool_and(coalesce(marketing_consent, false)) AS granted FROM raw.contacts GROUP BY person_id
 ),
 routes AS (
     SELECT segment, unnest(destinations) AS destination FROM segments.definitions WHERE purpose = 'target'
 )
-SELECT m.segment, r.destination, m.cadence, m.partition_key, m.as_of, m.customer_id, m.person_id, m.tier, m.reason
-FROM members AS m
-JOIN routes AS r USING (segment)
-LEFT JOIN raw.contacts AS c ON c.customer_id = m.customer_id AND c.person_id = m.person_id
-WHERE NOT m.is_holdout
-  AND (r.destination NOT IN {AD_DESTINATIONS}
-       OR (m.customer_id NOT IN (SELECT customer_id FROM suppressed) AND coalesce(c.marketing_consent, false)))
+SELECT r.segment, rt.destination, r.cadence, r.partition_key, r.as_of, r.customer_id, r.person_id, r.tier,
+       r.reason, r.person_accounts
+FROM ranked AS r
+JOIN routes AS rt USING (segment)
+LEFT JOIN consent AS c USING (person_id)
+WHERE r.rank = 1 AND NOT r.person_held_out
+  AND (rt.destination NOT IN {AD_DESTINATIONS}
+       OR (r.person_id NOT IN (SELECT person_id FROM suppressed_people)
+           AND r.customer_id NOT IN (SELECT customer_id FROM segments.suppressed)
+           AND coalesce(c.granted, false)))
 """
+
+
+@dataclass(frozen=True)
+class SuppressionStatus:
+    """How current the global suppression is: the instant every suppress segment is known as of, or why not."""
+
+    as_of: datetime | None
+    problem: str | None = None
+
+    def covers(self, as_of: datetime | None) -> str | None:
+        """None when suppression is established for data as of `as_of`, else why it is not."""
+        if self.problem:
+            return self.problem
+        if as_of is not None and (self.as_of is None or self.as_of < as_of.replace(tzinfo=None)):
+            return (
+                f"suppression is as of {self.as_of:%Y-%m-%d %H:%M}, older than the segment's data "
+                f"({as_of:%Y-%m-%d %H:%M})"
+            )
+        return None
+
+
+def suppression_status(con: duckdb.DuckDBPyConnection) -> SuppressionStatus:
+    """The newest partition of every suppress segment must exist and must not be held by its size guard."""
+    rows = con.execute(
+        """WITH newest AS (SELECT segment, max(as_of) AS as_of FROM segments.partitions GROUP BY segment)
+        SELECT d.segment, n.as_of,
+               (SELECT string_agg(p.guard_reason, '; ') FROM segments.partitions AS p
+                WHERE p.segment = d.segment AND p.as_of = n.as_of AND p.guard_status = 'blocked')
+        FROM segments.definitions AS d LEFT JOIN newest AS n USING (segment)
+        WHERE d.purpose = 'suppress' ORDER BY d.segment"""
+    ).fetchall()
+    if not rows:
+        return SuppressionStatus(None, "no suppress segment has been computed yet")
+    missing = [segment for segment, as_of, _ in rows if as_of is None]
+    if missing:
+        return SuppressionStatus(None, f"{', '.join(missing)} has never been computed")
+    blocked = [f"{segment} is held by its size guard ({why})" for segment, _, why in rows if why]
+    if blocked:
+        return SuppressionStatus(None, "; ".join(blocked) + " — review it and re-run with override_guard")
+    return SuppressionStatus(min(as_of for _, as_of, _ in rows))
 
 
 class SegmentRunError(RuntimeError):
@@ -107,6 +183,14 @@ def write_definitions(con: duckdb.DuckDBPyConnection, segments: list[Segment]) -
     )  # fmt: skip
 
 
+def segments_of_cadence(segments: list[Segment], cadence: str) -> list[Segment]:
+    """The segments a cadence's partition computes: its own, plus every suppress segment.
+
+    Suppression is evaluated by every cadence as of that cadence's own instant, so a sync never has to rely on
+    suppression older than the data it is about to send (a daily run needs no hourly partition to exist)."""
+    return [s for s in segments if s.cadence == cadence or s.purpose == "suppress"]
+
+
 def execution_order(segments: list[Segment]) -> list[Segment]:
     """Segments excluded by others of the same cadence are computed first."""
     by_name = {s.name: s for s in segments}
@@ -136,6 +220,20 @@ def _guard(
     return "blocked", reason, change_pct
 
 
+def _test_gate(
+    status: str, reason: str | None, failing_tests: dict[str, str], override: set[str]
+) -> tuple[str, str | None]:
+    """Failing ERROR data tests block a target segment like a size swing does; naming a test (or "*") in
+    override_guard accepts it after review."""
+    failing = {name: what for name, what in failing_tests.items() if not is_overridden(name, override)}
+    if failing:
+        why = "; ".join(f"data test {what}" for what in failing.values())
+        return "blocked", why if reason is None or status == "overridden" else f"{why}; {reason}"
+    if failing_tests and status == "ok":
+        return "overridden", "; ".join(f"data test {what}" for what in failing_tests.values())
+    return status, reason
+
+
 def _segment_rows_sql(con: duckdb.DuckDBPyConnection, segment: Segment) -> str:
     """The segment's SELECT with tier/reason added when it does not return them; fails naming the segment."""
     sql = segment.sql()
@@ -163,30 +261,34 @@ def compute_partition(
     as_of: datetime,
     override: set[str] | None = None,
     computed_at: datetime | None = None,
+    failing_tests: dict[str, str] | None = None,
 ) -> list[SegmentStats]:
     """Replace the partition's rows of every segment of `cadence`; returns per-segment stats and guard status.
+
+    `failing_tests` ("model.test" → what failed) are ERROR data tests failing upstream of the features: every target
+    segment of the partition is blocked from activation until they pass or are named in `override`.
 
     Requires analytics.customer_features rows for (cadence, as_of) and raw.contacts. The session variables
     `cadence` and `as_of` must be set (retention_pipeline.models.assets.set_run_variables)."""
     override = override or set()
+    failing_tests = failing_tests or {}
     as_of = as_of.replace(tzinfo=None)
     computed_at = (computed_at or datetime.now()).replace(tzinfo=None)
-    mine = execution_order([s for s in segments if s.cadence == cadence])
+    mine = execution_order(segments_of_cadence(segments, cadence))
     ensure_tables(con)
     con.execute(
         "CREATE OR REPLACE TEMP VIEW features AS SELECT * FROM analytics.customer_features "
         "WHERE cadence = getvariable('cadence') AND as_of = getvariable('as_of')"
     )
     stats = []
-    try:
-        con.execute("BEGIN TRANSACTION")
+    with transaction(con):
         write_definitions(con, segments)
         for segment in mine:
-            stats.append(_compute_one(con, segment, cadence, partition_key, as_of, override, computed_at))
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
+            stats.append(
+                _compute_one(
+                    con, segment, cadence, partition_key, as_of, override, computed_at, failing_tests
+                )
+            )
     return stats
 
 
@@ -198,6 +300,7 @@ def _compute_one(
     as_of: datetime,
     override: set[str],
     computed_at: datetime,
+    failing_tests: dict[str, str],
 ) -> SegmentStats:
     key = [segment.name, cadence, partition_key]
     con.execute(f"CREATE OR REPLACE TEMP TABLE segment_accounts AS {_segment_rows_sql(con, segment)}")
@@ -220,17 +323,20 @@ def _compute_one(
         FROM segment_accounts AS a LEFT JOIN raw.contacts AS c USING (customer_id)""",
         [*key, as_of, segment.name, segment.holdout_pct],
     )
+    # The partition just before this one in the same cadence: a suppress segment, computed by every cadence, has one
+    # consistent series per cadence (measurement reads the series of its declared cadence).
     previous = con.execute(
-        "SELECT as_of, accounts FROM segments.partitions WHERE segment = ? AND as_of < ? ORDER BY as_of DESC LIMIT 1",
-        [segment.name, as_of],
+        "SELECT as_of, accounts, cadence, partition_key FROM segments.partitions WHERE segment = ? AND cadence = ? "
+        "AND as_of < ? ORDER BY as_of DESC LIMIT 1",
+        [segment.name, cadence, as_of],
     ).fetchone()
-    previous_as_of, previous_accounts = previous if previous else (None, None)
+    previous_as_of, previous_accounts, previous_cadence, previous_key = previous if previous else (None,) * 4
     con.execute(
         """INSERT INTO segments.changes
         WITH now_in AS (SELECT DISTINCT customer_id, tier, reason FROM segments.members
-                        WHERE segment = $seg AND as_of = $as_of),
+                        WHERE segment = $seg AND cadence = $cadence AND partition_key = $pk),
              before AS (SELECT DISTINCT customer_id, tier, reason FROM segments.members
-                        WHERE segment = $seg AND as_of = $prev)
+                        WHERE segment = $seg AND cadence = $prev_cadence AND partition_key = $prev_pk)
         SELECT $seg, $cadence, $pk, $as_of, $prev, customer_id, 'entered', tier, reason
         FROM now_in WHERE customer_id NOT IN (SELECT customer_id FROM before)
         UNION ALL
@@ -242,21 +348,25 @@ def _compute_one(
             "pk": partition_key,
             "as_of": as_of,
             "prev": previous_as_of,
+            "prev_cadence": previous_cadence,
+            "prev_pk": previous_key,
         },
     )
     accounts, people, holdout = con.execute(
         """SELECT count(DISTINCT customer_id), count(person_id), count(DISTINCT customer_id) FILTER (WHERE is_holdout)
-        FROM segments.members WHERE segment = ? AND as_of = ?""",
-        [segment.name, as_of],
+        FROM segments.members WHERE segment = ? AND cadence = ? AND partition_key = ?""",
+        key,
     ).fetchone()
     entries, exits = con.execute(
         "SELECT count(*) FILTER (WHERE change = 'entered'), count(*) FILTER (WHERE change = 'exited') "
-        "FROM segments.changes WHERE segment = ? AND as_of = ?",
-        [segment.name, as_of],
+        "FROM segments.changes WHERE segment = ? AND cadence = ? AND partition_key = ?",
+        key,
     ).fetchone()
     status, reason, change_pct = _guard(
         segment, accounts, previous_accounts, segment.name in override or "*" in override
     )
+    if segment.purpose == "target":
+        status, reason = _test_gate(status, reason, failing_tests, override)
     con.execute(
         "INSERT INTO segments.partitions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [*key, as_of, accounts, people, holdout, entries, exits, previous_as_of, previous_accounts, change_pct,

@@ -7,7 +7,9 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from retention_pipeline.config import ConfigError, positive_int
+from retention_pipeline.environment import BINDINGS_KEY, verify_bindings
 from retention_pipeline.partitions import DAILY, HOURLY
+from retention_pipeline.redact import redact
 from retention_pipeline.source import extract
 from retention_pipeline.source.contacts import (
     ContactsResource,
@@ -36,6 +38,20 @@ EXTERNAL_RETRY = dg.RetryPolicy(
 )
 USAGE_CHUNK_DAYS = {"DAY": 31, "HOUR": 7}
 USAGE_CHUNK_CONCURRENCY = 4  # usage chunks paged at once (capped by RETENTION_METRONOME_CONCURRENCY)
+# What a raw table's preview shows: ids, states, amounts, timestamps, and counts or keys of the nested parts. The
+# event log is read more widely than the warehouse, and free text someone typed (customer and contract names,
+# external ids, ingest aliases, custom field values, invoice and ledger JSON) can hold an email or a phone.
+PREVIEW_COLUMNS = {
+    CUSTOMERS.name: "id, billable_status, is_archived, created_at, archived_at, "
+    "len(ingest_aliases) AS ingest_aliases, json_keys(custom_fields) AS custom_field_keys",
+    BILLABLE_METRICS.name: "id, name, aggregation_type, archived_at",
+    CONTRACTS.name: "id, customer_id, rate_card_id, starting_at, ending_before, archived_at, "
+    "json_array_length(commits) AS commits, json_array_length(credits) AS credits",
+    INVOICES.name: "id, customer_id, status, type, total, credit_type_name, start_timestamp, end_timestamp, "
+    "issued_at, external_status",
+    BALANCES.name: "id, customer_id, type, product_name, credit_type_name, balance, created_at, archived_at, "
+    "json_array_length(ledger) AS ledger_entries",
+}
 
 
 def _key(table: str) -> dg.AssetKey:
@@ -71,12 +87,13 @@ def _run_unique_check(con, table: str, columns: str, asset_key: dg.AssetKey) -> 
 def _snapshot_result(
     con, table: RawTable, rows: int, started: float, extra: dict | None = None
 ) -> dg.MaterializeResult:
-    preview = con.execute(f"SELECT * EXCLUDE (raw) FROM {table.name} LIMIT 5").df()
+    preview = con.execute(f"SELECT {PREVIEW_COLUMNS[table.name]} FROM {table.name} LIMIT 5").df()
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,
             "seconds": round(time.monotonic() - started, 2),
-            "preview": dg.MetadataValue.md(preview.to_markdown(index=False)),
+            # Masked as well: a catalog name (metric, product) is free text too.
+            "preview": dg.MetadataValue.md(redact(preview.to_markdown(index=False))),
             **(extra or {}),
         },
         check_results=[_run_unique_check(con, table.name, "id", _key(table.name))],
@@ -96,10 +113,27 @@ def fail_fast_on_config(fn):
     return wrapper
 
 
+def bound_to_source(fn):
+    """Extraction only writes into a file bound to this source (pipeline.bindings): a lost token must not load the
+    sandbox tenant into a production file, nor another tenant's data into this one."""
+
+    @functools.wraps(fn)
+    def wrapper(context, *args, **kwargs):
+        metronome, duckdb = kwargs["metronome"], kwargs["duckdb"]
+        with duckdb.connect() as con:
+            verify_bindings(con, [metronome.target()], duckdb.resolved_path(), context.log.info)
+        return fn(context, *args, **kwargs)
+
+    return wrapper
+
+
 def _external_asset(**kwargs):
-    """An asset that talks to an external system: retried on transient errors, never on configuration errors."""
-    decorate = dg.asset(retry_policy=EXTERNAL_RETRY, **kwargs)
-    return lambda fn: decorate(fail_fast_on_config(fn))
+    """An asset that talks to an external system: retried on transient errors, never on configuration errors; runs
+    after the run's targets are checked against the file (BINDINGS_KEY)."""
+    decorate = dg.asset(
+        retry_policy=EXTERNAL_RETRY, **{**kwargs, "deps": [*kwargs.get("deps", []), BINDINGS_KEY]}
+    )
+    return lambda fn: decorate(fail_fast_on_config(bound_to_source(fn)))
 
 
 def _snapshot_asset(table: RawTable, description: str, deps: list | None = None):

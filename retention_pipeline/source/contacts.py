@@ -2,6 +2,12 @@
 
 Every input row ends up somewhere visible: in `raw.contacts` (with `issues` for an unusable email/phone/consent) or
 in `raw.contacts_rejected` (with the reason). Bad rows never crash the run and are never dropped silently.
+
+An email that cannot be an address is an identifier issue, not a rejection: the person stays (their phone and
+consent may be fine), the issue names why (`unsafe_email` for a spreadsheet formula, `invalid_email` otherwise) and
+the value itself is not stored (`email` and `email_normalized` NULL). The sync takes identifiers from this table
+only, so what was refused here can never reach a destination, and a formula never sits in a table someone exports
+to a spreadsheet.
 """
 
 from __future__ import annotations
@@ -21,12 +27,22 @@ from pydantic import Field
 
 from retention_pipeline.config import ConfigError, env
 from retention_pipeline.source.tables import CONTACTS_REJECTED_TABLE, CONTACTS_TABLE
+from retention_pipeline.warehouse import transaction
 
 REQUIRED_COLUMNS = ("customer_id", "person_id", "email", "phone", "marketing_consent")
 MAX_FIELD_CHARS = 1_000_000  # a longer field is a broken file, reported as a malformed row
-# Deliberately simple: one @, no spaces, a dot in the domain, no undecodable bytes (U+FFFD). Deliverability is the
-# ESP's job.
-EMAIL_PATTERN = r"^[^@\s\ufffd]+@[^@\s\ufffd]+\.[^@\s\ufffd]+$"
+# Shaped like an address (deliverability is the ESP's job): at most 254 characters; a local part of at most 64
+# without whitespace, control characters, quotes, parentheses, commas, colons, semicolons, brackets, backslashes or
+# undecodable bytes (U+FFFD) (quoted local parts are legal but are not how customers write their address); a domain
+# of letter/digit labels, hyphens inside, the last one starting with a letter.
+_LABEL = r"[^\W_](?:[\w-]*[^\W_])?"
+EMAIL_PATTERN = (
+    r"(?=.{3,254}$)"
+    r"[^\s\x00-\x1f\x7f\"(),:;<>@\[\]\\\ufeff\ufffd]{1,64}"
+    rf"@(?:{_LABEL}\.)+(?=[^\W\d_]){_LABEL}"
+)
+# A leading = + - @ makes a spreadsheet evaluate the cell (CSV/formula injection): never an address we send.
+FORMULA_PREFIX = r"[=+\-@]"
 _CONSENT = {"true": True, "t": True, "yes": True, "y": True, "1": True,
             "false": False, "f": False, "no": False, "n": False, "0": False, "": False}  # fmt: skip
 
@@ -143,22 +159,24 @@ def validate_contacts(
     )
     ok = df.loc[reason == ""].copy()
 
-    email_valid = ok["email"].str.match(EMAIL_PATTERN)
+    unsafe = ok["email"].str.match(FORMULA_PREFIX)
+    email_valid = ok["email"].str.fullmatch(EMAIL_PATTERN) & ~unsafe
     ok["email_normalized"] = ok["email"].str.lower().where(email_valid)
     ok["phone_e164"] = [to_e164(p, region) if p else None for p in ok["phone"]]
     consent = ok["marketing_consent"].str.lower().map(_CONSENT)
+    checks = {
+        "unsafe_email": unsafe,
+        "invalid_email": (ok["email"] != "") & ~email_valid & ~unsafe,
+        "invalid_phone": (ok["phone"] != "") & ok["phone_e164"].isna(),
+        "invalid_consent": consent.isna(),
+    }
     ok["issues"] = [
-        [name for name, bad in (("invalid_email", e), ("invalid_phone", p), ("invalid_consent", c)) if bad]
-        for e, p, c in zip(
-            (ok["email"] != "") & ~email_valid,
-            (ok["phone"] != "") & ok["phone_e164"].isna(),
-            consent.isna(),
-            strict=True,
-        )
+        [name for name, bad in zip(checks, flags, strict=True) if bad]
+        for flags in zip(*checks.values(), strict=True)
     ]
     # An unreadable consent value is treated as no consent: never market to someone we cannot prove opted in.
     ok["marketing_consent"] = consent.fillna(False).astype(bool)
-    ok["email"] = ok["email"].replace("", None)
+    ok["email"] = ok["email"].where(email_valid, None)
     ok["phone"] = ok["phone"].replace("", None)
     return ok, rejected
 
@@ -168,24 +186,20 @@ def write_contacts(con: duckdb.DuckDBPyConnection, accepted: pd.DataFrame, rejec
     con.register("contacts_in", accepted)
     con.register("contacts_rejected_in", rejected)
     try:
-        con.execute("BEGIN TRANSACTION")
-        con.execute(f"DELETE FROM {CONTACTS_TABLE}")
-        con.execute(
-            f"""INSERT INTO {CONTACTS_TABLE}
-            SELECT customer_id, person_id, email, email_normalized, phone, phone_e164, marketing_consent,
-                   CAST(issues AS VARCHAR[]), source_row, ? FROM contacts_in""",
-            [loaded_at],
-        )
-        con.execute(f"DELETE FROM {CONTACTS_REJECTED_TABLE}")
-        con.execute(
-            f"""INSERT INTO {CONTACTS_REJECTED_TABLE}
-            SELECT source_row, nullif(customer_id, ''), nullif(person_id, ''), reason, ? FROM contacts_rejected_in""",
-            [loaded_at],
-        )
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
+        with transaction(con):
+            con.execute(f"DELETE FROM {CONTACTS_TABLE}")
+            con.execute(
+                f"""INSERT INTO {CONTACTS_TABLE}
+                SELECT customer_id, person_id, email, email_normalized, phone, phone_e164, marketing_consent,
+                       CAST(issues AS VARCHAR[]), source_row, ? FROM contacts_in""",
+                [loaded_at],
+            )
+            con.execute(f"DELETE FROM {CONTACTS_REJECTED_TABLE}")
+            con.execute(
+                f"""INSERT INTO {CONTACTS_REJECTED_TABLE}
+                SELECT source_row, nullif(customer_id, ''), nullif(person_id, ''), reason, ? FROM contacts_rejected_in""",
+                [loaded_at],
+            )
     finally:
         con.unregister("contacts_in")
         con.unregister("contacts_rejected_in")

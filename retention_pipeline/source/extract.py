@@ -24,7 +24,9 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
+from retention_pipeline.redact import redact
 from retention_pipeline.source.tables import USAGE_TABLE, RawTable
+from retention_pipeline.warehouse import transaction
 
 Log = Callable[[str], None]
 
@@ -75,11 +77,14 @@ def iter_items(first_page, endpoint: str) -> Iterator:
         page = page.get_next_page()
 
 
-def _describe(exc: metronome.APIError) -> str:
+def describe(exc: Exception) -> str:
+    """An SDK or parse error as the run's failure message may show it: Metronome's words (which can quote a
+    customer's email or phone, or a URL with credentials) redacted. Callers raise `from None`: chained, the SDK's
+    exception would carry the whole unredacted body into the event log."""
     status = getattr(exc, "status_code", None)
     body = getattr(exc, "body", None)
     message = body.get("message") if isinstance(body, dict) else None
-    return f"HTTP {status}: {message or exc}" if status else str(exc)
+    return redact(f"HTTP {status}: {message or exc}" if status else str(exc))
 
 
 # ------------------------------------------------------------------------------------------------ snapshots
@@ -102,9 +107,9 @@ def fetch_customers(client: metronome.Metronome) -> list[tuple[str | None, str]]
             page = client.v1.customers.list(limit=100, only_archived=only_archived)
             records += [(None, c.to_json(indent=None)) for c in iter_items(page, endpoint)]
         except metronome.APIError as exc:
-            raise ExtractionError(f"{endpoint} failed: {_describe(exc)}") from exc
+            raise ExtractionError(f"{endpoint} failed: {describe(exc)}") from None
         except ValueError as exc:  # a 200 whose body is not the JSON the endpoint promises
-            raise ExtractionError(f"{endpoint} returned an unreadable body: {exc}") from exc
+            raise ExtractionError(f"{endpoint} returned an unreadable body: {describe(exc)}") from None
     return records
 
 
@@ -114,9 +119,9 @@ def fetch_billable_metrics(client: metronome.Metronome) -> list[tuple[str | None
         page = client.v1.billable_metrics.list(include_archived=True, limit=100)
         return [(None, m.to_json(indent=None)) for m in iter_items(page, endpoint)]
     except metronome.APIError as exc:
-        raise ExtractionError(f"{endpoint} failed: {_describe(exc)}") from exc
+        raise ExtractionError(f"{endpoint} failed: {describe(exc)}") from None
     except ValueError as exc:
-        raise ExtractionError(f"{endpoint} returned an unreadable body: {exc}") from exc
+        raise ExtractionError(f"{endpoint} returned an unreadable body: {describe(exc)}") from None
 
 
 def _contracts(client: metronome.Metronome, customer_id: str):
@@ -171,11 +176,11 @@ def fetch_per_customer(
             stats.missing_customers.append(customer_id)
             return []
         except metronome.APIError as exc:
-            raise ExtractionError(f"{endpoint} failed for customer {customer_id}: {_describe(exc)}") from exc
+            raise ExtractionError(f"{endpoint} failed for customer {customer_id}: {describe(exc)}") from None
         except ValueError as exc:
             raise ExtractionError(
-                f"{endpoint} returned an unreadable body for customer {customer_id}: {exc}"
-            ) from exc
+                f"{endpoint} returned an unreadable body for customer {customer_id}: {describe(exc)}"
+            ) from None
 
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"metronome-{kind}") as pool:
         futures = [pool.submit(one, cid) for cid in customer_ids]
@@ -210,21 +215,17 @@ def replace_snapshot(
     frame["ord"] = range(len(frame))
     con.register("snapshot_rows", frame)
     try:
-        con.execute("BEGIN TRANSACTION")
-        con.execute(f"DELETE FROM {table.name}")
-        con.execute(
-            f"""
-            INSERT INTO {table.name}
-            SELECT {table.select}, ?::TIMESTAMP
-            FROM (SELECT raw::JSON AS j, ctx_customer_id, ord FROM snapshot_rows)
-            QUALIFY row_number() OVER (PARTITION BY j->>'id' ORDER BY ord DESC) = 1
-            """,
-            [extracted_at.replace(tzinfo=None)],
-        )
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
+        with transaction(con):
+            con.execute(f"DELETE FROM {table.name}")
+            con.execute(
+                f"""
+                INSERT INTO {table.name}
+                SELECT {table.select}, ?::TIMESTAMP
+                FROM (SELECT raw::JSON AS j, ctx_customer_id, ord FROM snapshot_rows)
+                QUALIFY row_number() OVER (PARTITION BY j->>'id' ORDER BY ord DESC) = 1
+                """,
+                [extracted_at.replace(tzinfo=None)],
+            )
     finally:
         con.unregister("snapshot_rows")
     return con.execute(f"SELECT count(*) FROM {table.name}").fetchone()[0]
@@ -382,12 +383,14 @@ def _fetch_chunk(
         except metronome.APIError as exc:
             raise ExtractionError(
                 f"POST /v1/usage {window.window_size} {_iso(chunk_start)}..{_iso(chunk_end)} failed: "
-                f"{_describe(exc)}"
-            ) from exc
+                f"{describe(exc)}"
+            ) from None
         try:
             table, cursor_next = parse_usage_page(response.http_response.content)
         except (pa.ArrowInvalid, ValueError) as exc:
-            raise ExtractionError(f"POST /v1/usage returned a body that is not a usage page: {exc}") from exc
+            raise ExtractionError(
+                f"POST /v1/usage returned a body that is not a usage page: {describe(exc)}"
+            ) from None
         requests += 1
         if table.num_rows:
             empty_run = 0
@@ -417,8 +420,7 @@ def replace_usage_window(
 
     A row repeated across pages is kept once."""
     start, keep_end = window.request_start.replace(tzinfo=None), window.keep_end.replace(tzinfo=None)
-    try:
-        con.execute("BEGIN TRANSACTION")
+    with transaction(con):
         con.execute(
             f"DELETE FROM {USAGE_TABLE} WHERE window_size = ? AND start_timestamp >= ? AND start_timestamp < ?",
             [window.window_size, start, keep_end],
@@ -442,10 +444,6 @@ def replace_usage_window(
                     keep_end,
                 ],
             ).fetchone()[0]
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     return written
 
 

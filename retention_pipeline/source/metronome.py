@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from urllib.parse import urlparse
 
 import dagster as dg
 import httpx
@@ -17,6 +16,9 @@ import metronome
 from pydantic import Field, PrivateAttr
 
 from retention_pipeline.config import ConfigError, env, env_parsed, parse_utc, positive_int
+from retention_pipeline.environment import Target, metronome_target
+from retention_pipeline.redact import redact_url
+from retention_pipeline.source.extract import ExtractionError, describe
 from retention_pipeline.source.sandbox.server import MetronomeSandbox
 from retention_pipeline.source.sandbox.tenant import TenantSpec, build_tenant
 
@@ -30,7 +32,7 @@ class MetronomeConnection:
 
     client: metronome.Metronome
     mode: str  # "sandbox" or "api"
-    base_url: str
+    base_url: str  # where it points, for logs: without URL credentials
     concurrency: int
     sandbox: MetronomeSandbox | None = None
 
@@ -72,6 +74,10 @@ class MetronomeResource(dg.ConfigurableResource):
             self._connection = self.open()
         return self._connection
 
+    def target(self) -> Target:
+        """Sandbox or the API the token reaches, from the environment (no network)."""
+        return metronome_target(self.bearer_token, self.api_url)
+
     def open(self) -> MetronomeConnection:
         """Resolve the configuration (naming the env var on any error) and build the client."""
         max_retries = positive_int("RETENTION_METRONOME_MAX_RETRIES", self.max_retries, minimum=0, maximum=20)
@@ -79,18 +85,16 @@ class MetronomeResource(dg.ConfigurableResource):
         if not 0 < timeout <= 600:
             raise ConfigError(f"RETENTION_METRONOME_TIMEOUT_S={timeout} is out of range (0, 600].")
         concurrency = positive_int("RETENTION_METRONOME_CONCURRENCY", self.concurrency, maximum=64)
-        token = env("METRONOME_BEARER_TOKEN", self.bearer_token)
-        if token is None:
+        target = self.target()
+        if target.is_sandbox:
             return self._open_sandbox(max_retries, timeout, concurrency)
-        base_url = env("METRONOME_API_URL", self.api_url).rstrip("/")
-        parsed = urlparse(base_url)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ConfigError(f"METRONOME_API_URL={base_url!r} is not an http(s) URL.")
+        token, base_url = target.settings["token"], target.settings["url"]
         client = metronome.Metronome(
             bearer_token=token, base_url=base_url, max_retries=max_retries, timeout=timeout
         )
-        _probe(client, base_url)
-        return MetronomeConnection(client, "api", base_url, concurrency)
+        shown = redact_url(base_url)
+        _probe(client, shown)
+        return MetronomeConnection(client, "api", shown, concurrency)
 
     def _open_sandbox(self, max_retries: int, timeout: float, concurrency: int) -> MetronomeConnection:
         now_raw = env("RETENTION_SANDBOX_NOW", self.sandbox_now)
@@ -111,15 +115,19 @@ class MetronomeResource(dg.ConfigurableResource):
         return MetronomeConnection(client, "sandbox", "embedded sandbox tenant", concurrency, sandbox)
 
 
-def _probe(client: metronome.Metronome, base_url: str) -> None:
-    """One cheap request with few retries: an unreachable URL or a rejected token fails now, by name."""
+def _probe(client: metronome.Metronome, shown_url: str) -> None:
+    """One cheap request with few retries: an unreachable URL or a rejected token fails now, by name.
+
+    `shown_url` is the URL without credentials; nothing the SDK raised is chained (it can quote the URL or body)."""
     try:
         client.with_options(max_retries=2, timeout=httpx.Timeout(15, connect=5)).v1.customers.list(limit=1)
     except metronome.AuthenticationError:
-        raise ConfigError(f"METRONOME_BEARER_TOKEN was rejected by {base_url} (401).") from None
+        raise ConfigError(f"METRONOME_BEARER_TOKEN was rejected by {shown_url} (401).") from None
     except metronome.PermissionDeniedError:
-        raise ConfigError(f"METRONOME_BEARER_TOKEN may not list customers at {base_url} (403).") from None
+        raise ConfigError(f"METRONOME_BEARER_TOKEN may not list customers at {shown_url} (403).") from None
     except metronome.APIConnectionError as exc:
         raise ConfigError(
-            f"METRONOME_API_URL={base_url!r} is not reachable: {exc.__cause__ or exc}"
+            f"METRONOME_API_URL={shown_url!r} is not reachable: {describe(exc.__cause__ or exc)}"
         ) from None
+    except metronome.APIStatusError as exc:
+        raise ExtractionError(f"GET /v1/customers (probe) at {shown_url} failed: {describe(exc)}") from None

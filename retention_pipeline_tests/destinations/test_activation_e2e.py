@@ -1,6 +1,5 @@
 """Activation end to end: the daily job on the Metronome sandbox, destinations as real loopback servers."""
 
-import json
 import os
 import signal
 import subprocess
@@ -9,49 +8,13 @@ import time
 
 import dagster as dg
 import duckdb
-import pytest
 
 from retention_pipeline.definitions import defs
-from retention_pipeline.destinations.sandbox.customerio import CustomerIoSandbox
-from retention_pipeline.destinations.sandbox.google import GoogleDataManagerSandbox
-from retention_pipeline.destinations.sandbox.meta import MetaSandbox
 from retention_pipeline.warehouse import resolve_duckdb_path
 
 DAY = "2026-11-19"
 SYNC = dg.AssetKey(["sync", "activation_daily"])
-SEGMENTS = ("usage_drop_wow", "renewal_7d_low_activity", "winback_lapsed_45_120")
-
-
-@pytest.fixture
-def destinations(monkeypatch, tmp_path):
-    """Customer.io, Meta and Google sandboxes on loopback ports, the pipeline pointed at them with credentials."""
-    cio, meta, google = (
-        CustomerIoSandbox(),
-        MetaSandbox(ad_account_id="1234567890"),
-        GoogleDataManagerSandbox(),
-    )
-    servers = [cio.serve(), meta.serve(), google.serve()]
-    routing = {
-        "customerio": {"manual_segments": {s: cio.create_segment(s) for s in SEGMENTS}},
-        "meta": {"audiences": {s: meta.create_audience(s) for s in SEGMENTS}, "min_audience_floor": 0},
-        "google": {"operating_account": {"accountType": "GOOGLE_ADS", "accountId": "1"},
-                   "user_lists": {s: f"list-{s}" for s in SEGMENTS}},
-    }  # fmt: skip
-    (tmp_path / "destinations.yaml").write_text(json.dumps(routing))
-    env = {
-        "RETENTION_DESTINATIONS_CONFIG": str(tmp_path / "destinations.yaml"),
-        "CUSTOMERIO_SITE_ID": "site", "CUSTOMERIO_API_KEY": "track-key",
-        "CUSTOMERIO_TRACK_URL": servers[0].url, "CUSTOMERIO_APP_URL": servers[0].url,
-        "META_ACCESS_TOKEN": "meta-token", "META_AD_ACCOUNT_ID": "1234567890", "META_GRAPH_URL": f"{servers[1].url}/v25.0",
-        "GOOGLE_ACCESS_TOKEN": "google-token", "GOOGLE_DATA_MANAGER_URL": servers[2].url,
-        "RETENTION_SANDBOX_NOW": "2026-11-20T10:30:00Z", "RETENTION_SANDBOX_CUSTOMERS": "60",
-        "RETENTION_HISTORY_DAYS": "30", "RETENTION_HOURLY_HISTORY_DAYS": "2",
-    }  # fmt: skip
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    yield cio, meta, google, routing
-    for server in servers:
-        server.close()
+SEGMENTS = ("usage_drop_wow", "renewal_7d_low_activity", "winback_lapsed_45_120")  # the daily ones
 
 
 def run_daily(only_sync: bool = False, **config):

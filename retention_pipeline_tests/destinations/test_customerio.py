@@ -14,6 +14,7 @@ import pytest
 from retention_pipeline.destinations.customerio import (
     CustomerIoAuthError,
     CustomerIoClient,
+    CustomerIoError,
     make_event_id,
 )
 from retention_pipeline.destinations.sandbox.customerio import CustomerIoSandbox
@@ -390,3 +391,34 @@ def test_sandbox_app_api_segment_lifecycle(client, server, sandbox):
     assert first["identifiers"][0]["email"] == "p0@example.com"
     assert httpx.delete(f"{server.url}/v1/segments/{segment_id}", headers=app).status_code == 204
     assert httpx.get(f"{server.url}/v1/segments/{segment_id}", headers=app).status_code == 404
+
+
+# --- what Customer.io says back ----------------------------------------------------------------------------------
+
+ECHOED = ("ann@example.com", "+1 415 555 2671", "hunter2")
+# An error that quotes the refused address and phone, and a URL with credentials, as vendors do.
+ECHO = {
+    "reason": "invalid_email ann@example.com",
+    "field": "email: ann@example.com",
+    "message": "address ann@example.com (+1 415 555 2671) refused; see https://ops:hunter2@status.example/x",
+}
+
+
+def test_echoed_emails_phones_and_url_credentials_never_leave_the_client(client, sandbox):
+    sandbox.faults.add("/api/v2/batch", 207, body={"errors": [{"batch_index": 0, **ECHO}]})
+    (per_op,) = client.batch([identify("42", email="ann@example.com")])
+    sandbox.faults.add("/api/v2/batch", 400, body={"errors": [ECHO]})
+    (whole,) = client.batch([identify("42", email="ann@example.com")])
+    segment_id = sandbox.create_segment("vip")
+    sandbox.faults.add(r"/add_customers$", 400, body={"meta": {"errors": [ECHO["message"]]}})
+    (segment,) = client.segment_add(segment_id, ["ann@example.com"], id_type="email")
+    sandbox.faults.add(r"^/v1/segments$", 400, body={"meta": {"error": ECHO["message"]}})
+    with pytest.raises(CustomerIoError) as app_error:
+        client.create_segment("vip")
+
+    assert [(r.ok, r.status) for r in (per_op, whole, segment)] == [(False, 207), (False, 400), (False, 400)]
+    assert per_op.reason == whole.reason == "invalid_email <email>" and per_op.field == "email: <email>"
+    assert segment.message == "address <email> (<phone>) refused; see https://status.example/x"
+    kept = [per_op.reason, per_op.field, per_op.message, whole.reason, whole.field, whole.message, segment.message,
+            str(app_error.value)]  # fmt: skip
+    assert [value for value in ECHOED for text in kept if value in text] == []

@@ -190,3 +190,18 @@ def test_a_bad_token_raises(server, sandbox):
     assert "expired" not in str(caught.value)
     response = httpx.post(f"{server.url}/v1/audienceMembers:ingest", json={})
     assert response.status_code == 401 and response.json()["error"]["status"] == "UNAUTHENTICATED"
+
+
+def test_echoed_emails_phones_and_url_credentials_never_leave_the_client(client, sandbox):
+    echo = "ann@example.com (+1 415 555 2671) is invalid; see https://ops:hunter2@status.example/x"
+    sandbox.faults.add(
+        r"audienceMembers:ingest$",
+        400,
+        body={"error": {"code": 400, "status": "INVALID_ARGUMENT", "message": echo}},
+    )
+    (result,) = client.ingest(DESTINATIONS, [member(1)])
+    assert (result.ok, result.error_status, result.message) == (
+        False,
+        "INVALID_ARGUMENT",
+        "<email> (<phone>) is invalid; see https://status.example/x",
+    )

@@ -16,7 +16,14 @@ TRICKY_EMAILS = [
     None, "", " ", "\n", "Mary@Example.com", "  MARY@EXAMPLE.COM\t", "\ufeffdana@example.com\u00a0",
     "first.last+tag@gmail.com", "a b@c.com", "a@b", "a@@b.com", "@example.com", "x@y.z ",
     "ÄNNE@EXAMPLE.DE", "ΣΑΣ@example.gr", "İSTANBUL@example.tr",
+    " Cloudy.SanFrancisco+Shopping@GMail.com ", "j.o.h.n@googlemail.com", "+tag@gmail.com", "...@gmail.com",
+    "a.b+c@gmail.com.evil.io", "a.b+c@mail.gmail.com", "a+b+c@gmail.com", "x@GMAİL.COM",
 ]  # fmt: skip
+# The Data Manager guide's own examples (https://developers.google.com/data-manager/api/devguides/concepts/formatting).
+DM_GUIDE_EMAILS = [
+    ("cloudy.sanfrancisco+shopping@gmail.com", "cloudysanfrancisco@gmail.com"),
+    ("user.name+NYC@Example.com", "user.name+nyc@example.com"),
+]
 TRICKY_E164 = [
     None, "", "+15559876543", " +15559876543\n", "15559876543", "+015559876543", "+1555", "+1234567890123456",
     "+123456789012345", "+1 555 987 6543", "+١٢٣٤٥٦٧٨", "+4930123456",
@@ -37,6 +44,40 @@ def test_email_keeps_dots_and_tags_and_rejects_non_addresses():
     for bad in (None, "", "   ", "no-at-sign", "a b@c.com", "a@b"):
         assert identity.normalize_email(bad) is None
         assert identity.email_sha256(bad) is None
+
+
+@pytest.mark.parametrize(("raw", "expected"), DM_GUIDE_EMAILS)
+def test_google_email_follows_the_data_manager_guide_examples(raw, expected):
+    assert identity.google_email(raw) == expected
+    assert identity.google_email_sha256(raw) == identity.sha256_hex(expected)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("First.Last@gmail.com", "firstlast@gmail.com"),
+        ("  F.I.R.S.T.Last@GMAIL.COM\t", "firstlast@gmail.com"),
+        ("first.last+promo@gmail.com", "firstlast@gmail.com"),
+        ("First.Last+promo+more@GoogleMail.com", "firstlast@googlemail.com"),  # not mapped to gmail.com
+        ("first.last+promo@example.com", "first.last+promo@example.com"),  # other domains keep dots and tags
+        ("first.last+promo@gmail.com.evil.io", "first.last+promo@gmail.com.evil.io"),
+        ("first.last+promo@mail.gmail.com", "first.last+promo@mail.gmail.com"),
+        ("+promo@gmail.com", None),  # nothing left of the address
+        ("..@gmail.com", None),
+        ("not-an-email", None),
+        (None, None),
+    ],
+)
+def test_google_email_gmail_cases(raw, expected):
+    assert identity.google_email(raw) == expected
+
+
+def test_only_google_drops_gmail_dots_and_tags():
+    raw = "First.Last+Promo@GMail.com"
+    # Meta and Customer.io hash `norm_email`: Meta's rule has no Gmail case.
+    assert identity.email_sha256(raw) == identity.sha256_hex("first.last+promo@gmail.com")
+    assert identity.google_email_sha256(raw) == identity.sha256_hex("firstlast@gmail.com")
+    assert identity.google_email_sha256("firstlast@gmail.com") == identity.google_email_sha256(raw)
 
 
 def test_phone_to_e164_matches_the_contacts_loader():
@@ -66,15 +107,25 @@ def con():
 def test_sql_macros_hit_the_vectors(con):
     row = con.execute(
         "SELECT email_sha256('Mary@Example.com '), sha256(norm_email('dana@example.com')), "
-        "meta_phone('+15559876543'), sha256(meta_phone('+15559876543')), google_phone('+15559876543')"
+        "meta_phone('+15559876543'), sha256(meta_phone('+15559876543')), google_phone('+15559876543'), "
+        "google_email_sha256('Mary@Example.com '), google_email('cloudy.sanfrancisco+shopping@gmail.com')"
     ).fetchone()
-    assert row == (MARY, DANA, "15559876543", META_PHONE, "+15559876543")
+    gmail = "cloudysanfrancisco@gmail.com"
+    assert row == (MARY, DANA, "15559876543", META_PHONE, "+15559876543", MARY, gmail)
 
 
 @pytest.mark.parametrize("value", TRICKY_EMAILS)
 def test_email_python_equals_sql(con, value):
-    sql = con.execute("SELECT norm_email($v), email_sha256($v)", {"v": value}).fetchone()
-    assert sql == (identity.normalize_email(value), identity.email_sha256(value))
+    sql = con.execute(
+        "SELECT norm_email($v), email_sha256($v), google_email($v), google_email_sha256($v)", {"v": value}
+    ).fetchone()
+    python = (
+        identity.normalize_email(value),
+        identity.email_sha256(value),
+        identity.google_email(value),
+        identity.google_email_sha256(value),
+    )
+    assert sql == python
 
 
 @pytest.mark.parametrize("value", TRICKY_E164)

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from retention_pipeline.destinations.identity import email_sha256, meta_phone_sha256
-from retention_pipeline.destinations.meta import MetaAuthError, MetaClient
+from retention_pipeline.destinations.meta import MetaAuthError, MetaClient, MetaError
 from retention_pipeline.destinations.sandbox.meta import MetaSandbox
 
 TOKEN, ACCOUNT = "meta-system-user-token", "1234567890"
@@ -187,3 +187,23 @@ def test_a_bad_token_raises(server, sandbox):
         meta.add_users("1", ["EXTERN_ID"], [["c1"]], session_id=1)
     assert "expired" not in str(caught.value)
     assert sandbox.requests[-1].status == 401
+
+
+def test_echoed_emails_phones_and_url_credentials_never_leave_the_client(client, sandbox, audience):
+    echo = "ann@example.com (+1 415 555 2671) is invalid; see https://ops:hunter2@status.example/x"
+    graph_error = {"error": {"message": echo, "type": "OAuthException", "code": 100, "fbtrace_id": "t"}}
+    sandbox.faults.add(r"/users$", 400, body=graph_error)
+    (refused,) = client.add_users(audience, ["EXTERN_ID"], [["c1"]], session_id=1)
+    hashed = email_sha256("ann@example.com")
+    sandbox.faults.add(r"/users$", 200, body={"audience_id": audience, "session_id": 2, "num_received": 1,
+                                              "num_invalid_entries": 1, "invalid_entry_samples": {hashed: echo}})  # fmt: skip
+    (sampled,) = client.add_users(audience, ["EMAIL"], [[hashed]], session_id=2)
+    sandbox.faults.add(r"/customaudiences$", 400, body=graph_error)
+    with pytest.raises(MetaError) as account_error:
+        client.create_audience("vip")
+
+    masked = "<email> (<phone>) is invalid; see https://status.example/x"
+    assert (refused.ok, refused.error_code, refused.message) == (False, 100, masked)
+    assert sampled.ok and sampled.invalid_entry_samples == {hashed: masked}  # the key still matches the row
+    kept = [refused.message, *sampled.invalid_entry_samples.values(), str(account_error.value)]
+    assert [s for s in ("ann@example.com", "415 555", "hunter2") for text in kept if s in text] == []

@@ -7,7 +7,9 @@ from datetime import datetime
 
 import pytest
 
+from retention_pipeline.destinations.assets import _segment_status, plan_units
 from retention_pipeline.destinations.sync import ItemResult, RequestResult, SendResult, SyncContext, run_sync
+from retention_pipeline.segments.engine import suppression_status
 from retention_pipeline.segments.fixtures import compute_with_features, prepare
 from retention_pipeline.segments.project import load_segments
 from retention_pipeline.warehouse import DuckDBWarehouse
@@ -68,10 +70,17 @@ def materialize(warehouse, segments, accounts, as_of=AS_OF):
 
 
 def sync(warehouse, segments, adapters, dry_run=False, blocked=frozenset()):
+    """What the activation asset does, with every destination at one target and `blocked` held by the guard."""
     ctx = SyncContext("s-" + datetime.now().isoformat(), "daily", "2026-11-19", AS_OF)
-    return run_sync(
-        warehouse.connect, segments, adapters, ctx, dry_run=dry_run, blocked=set(blocked), log=print
-    )
+    with warehouse.connect() as con:
+        status = {
+            name: (as_of, "blocked" if name in blocked else guard)
+            for name, (as_of, guard) in _segment_status(con).items()
+        }
+        suppression = suppression_status(con)
+    targets = {destination: (lambda segment: "test-target") for destination in adapters}
+    units = plan_units(segments, "daily", AS_OF, status, suppression, targets)
+    return run_sync(warehouse.connect, units, adapters, ctx, dry_run=dry_run, log=print)
 
 
 def state(warehouse, destination="meta"):
@@ -146,17 +155,17 @@ def test_dry_run_plans_but_sends_nothing_and_blocked_segments_are_skipped(world)
     assert (drop.adds, drop.expected_requests, drop.requests) == (4, 2, 0) and meta.calls == []
     reports = sync(warehouse, segments, {"meta": meta}, blocked={"usage_drop_wow"})
     drop = next(r for r in reports if r.segment == "usage_drop_wow" and r.destination == "meta")
-    assert (
-        drop.skipped == "size guard blocked this segment" and meta.calls == [] and state(warehouse) == set()
-    )
+    assert drop.mode == "suppress_only" and "held by its size guard" in drop.skipped
+    assert meta.calls == [] and state(warehouse) == set()
 
 
 def test_ad_payloads_are_normalized_then_hashed_per_platform(world):
     """Published vectors: sha256("mary@example.com"), sha256("15559876543") for Meta, E.164 with '+' for Google."""
     warehouse, segments = world
     with warehouse.connect() as con:
-        con.execute("UPDATE raw.contacts SET email = '  Mary@Example.COM ', phone_e164 = '+15559876543' "
-                    "WHERE person_id = 'a0-p'")  # fmt: skip
+        # email_normalized as the contacts loader writes it (trimmed, lowercased); the sync hashes that column.
+        con.execute("UPDATE raw.contacts SET email = '  Mary@Example.COM ', email_normalized = 'mary@example.com', "
+                    "phone_e164 = '+15559876543' WHERE person_id = 'a0-p'")  # fmt: skip
     materialize(warehouse, segments, [{"customer_id": "a0", **DROP}])
     sync(warehouse, segments, {"meta": ScriptedDestination("meta"), "google": ScriptedDestination("google")})
     with warehouse.connect() as con:

@@ -27,11 +27,19 @@ def con(tmp_path):
 
 
 def build(con):
+    # The fixtures' segments, defined with the cadence their partitions were written under.
+    con.execute(
+        """INSERT INTO segments.definitions (segment, cadence, purpose)
+        SELECT DISTINCT segment, cadence, 'target' FROM (
+            SELECT segment, cadence FROM segments.partitions UNION SELECT segment, cadence FROM segments.changes)
+        WHERE segment NOT IN (SELECT segment FROM segments.definitions)"""
+    )
     set_run_variables(con, "daily", T("2026-11-21"))
     upstream = load_project(SQL_ROOT, RAW_TABLES)
     measurement = load_project(
         SQL_ROOT,
         RAW_TABLES | {m.table for m in upstream} | {"segments.partitions", "segments.members", "segments.changes",
+                                                     "segments.definitions",
                                                      "sync.coverage", "sync.ledger_items", "sync.runs"},
         folders={"measurement"},
     )  # fmt: skip
@@ -117,6 +125,24 @@ def test_holdout_lift_compares_treated_and_holdout_outcomes_with_an_interval(con
     assert ("drop", "renewed") not in lift
 
 
+def test_a_suppress_segment_is_measured_on_its_declared_cadence_only(con):
+    """Suppress segments are also evaluated by the daily run (send-time freshness); that series is not counted."""
+    con.execute(
+        "INSERT INTO segments.definitions (segment, cadence, purpose) VALUES ('s', 'hourly', 'suppress')"
+    )
+    for cadence, key, as_of, accounts, entries in [
+        ("hourly", "2026-11-20-22:00", "2026-11-20 23:00", 4, 4),
+        ("hourly", "2026-11-20-23:00", "2026-11-21 00:00", 5, 1),
+        ("daily", "2026-11-20", "2026-11-21 00:00", 9, 9),
+    ]:
+        con.execute("INSERT INTO segments.partitions VALUES ('s', ?, ?, ?, ?, ?, 0, ?, 0, NULL, NULL, NULL, 'ok', "
+                    "NULL, now())", [cadence, key, T(as_of), accounts, accounts, entries])  # fmt: skip
+    build(con)
+    assert con.execute(
+        "SELECT day, cadence, size_accounts, entries FROM segments.segment_daily_stats"
+    ).fetchall() == [(date(2026, 11, 20), "hourly", 5, 5)]
+
+
 def test_segment_daily_stats_sums_flows_and_takes_the_days_last_size(con):
     for as_of, accounts, entries, exits in [
         ("2026-11-20 01:00", 5, 5, 0),
@@ -133,10 +159,10 @@ def test_segment_daily_stats_sums_flows_and_takes_the_days_last_size(con):
         "INSERT INTO sync.runs VALUES ('r1', 'hourly', '2026-11-20-23:00', false, now(), now(), 'done')"
     )
     for i in range(9):
-        con.execute("INSERT INTO sync.ledger_items VALUES ('r1', 'q', 'h', 'meta', ?, 'add', 'x', 'acked', NULL, now())",
+        con.execute("INSERT INTO sync.ledger_items VALUES ('r1', 'q', 'h', 'meta', ?, 'add', 'x', 'acked', NULL, now(), 't')",
                     [f"p{i}"])  # fmt: skip
     con.execute(
-        "INSERT INTO sync.ledger_items VALUES ('r1', 'q', 'h', 'meta', 'bad', 'add', 'x', 'rejected', 'no', now())"
+        "INSERT INTO sync.ledger_items VALUES ('r1', 'q', 'h', 'meta', 'bad', 'add', 'x', 'rejected', 'no', now(), 't')"
     )
     build(con)
     rows = con.execute("SELECT day, size_accounts, entries, exits, holdout_accounts, meta_people, meta_identifiable, "

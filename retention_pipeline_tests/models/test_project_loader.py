@@ -86,3 +86,43 @@ def test_a_failing_key_test_blocks_downstream_models(tmp_path):
     materialized = {e.asset_key for e in result.get_asset_materialization_events()}
     assert dg.AssetKey(["staging", "dupes"]) in materialized
     assert dg.AssetKey(["analytics", "after"]) not in materialized
+
+
+def test_severities_are_recorded_and_only_error_tests_gate_activation(tmp_path):
+    """severity: warn reports without blocking (neither downstream models nor activation); error is the default."""
+    from datetime import datetime
+
+    from retention_pipeline.models.quality import failing_error_tests
+
+    write(
+        tmp_path,
+        "staging/things.sql",
+        "/*\ntests:\n  - unique: id\n    severity: warn\n  - custom: {name: no_negatives, sql: "
+        '"SELECT * FROM {{ this }} WHERE v < 0"}\n*/\nSELECT 1 AS id, -1 AS v UNION ALL SELECT 1, 2',
+    )
+    write(tmp_path, "analytics/after.sql", "SELECT * FROM staging.things")
+    models = load_project(tmp_path, set())
+    tests = {t.name: t for m in models for t in m.tests}
+    assert (tests["unique_id"].severity, tests["unique_id"].blocking) == ("warn", False)
+    assert (tests["no_negatives"].severity, tests["no_negatives"].blocking) == ("error", False)
+    warehouse = DuckDBWarehouse(path=str(tmp_path / "t.duckdb"))
+    result = dg.materialize(
+        build_model_assets(models, {}), resources={"duckdb": warehouse}, raise_on_error=False
+    )
+    severities = {e.check_name: (e.passed, e.severity) for e in result.get_asset_check_evaluations()}
+    assert severities == {
+        "unique_id": (False, dg.AssetCheckSeverity.WARN),
+        "no_negatives": (False, dg.AssetCheckSeverity.ERROR),
+    }
+    assert dg.AssetKey(["analytics", "after"]) in {
+        e.asset_key for e in result.get_asset_materialization_events()
+    }
+    with warehouse.connect() as con:
+        gate = failing_error_tests(con, ["staging.things"], "daily", datetime(2026, 11, 20))
+    assert gate == {"staging.things.no_negatives": "staging.things.no_negatives failed (1 rows)"}
+
+
+def test_a_bad_severity_names_file_and_test(tmp_path):
+    write(tmp_path, "staging/a.sql", "/*\ntests:\n  - unique: id\n    severity: fatal\n*/\nSELECT 1 AS id")
+    with pytest.raises(ModelError, match=r"staging/a\.sql.*severity 'fatal'"):
+        load_project(tmp_path, set())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -10,8 +11,13 @@ import duckdb
 import pytest
 
 from retention_pipeline.operations import jobs
-from retention_pipeline.operations.notifications import affects_segments, defs, metronome_notifications_sensor
-from retention_pipeline.operations.webhooks import Inbox
+from retention_pipeline.operations.notifications import (
+    affects_segments,
+    defs,
+    metronome_notifications_sensor,
+    store_notifications,
+)
+from retention_pipeline.operations.webhooks import Inbox, resolve_inbox_path
 from retention_pipeline.partitions import HOURLY, latest_complete_partition
 from retention_pipeline.warehouse import DuckDBWarehouse
 
@@ -63,6 +69,15 @@ def receive(inbox_path, *events):
         inbox.append(event, json.dumps(event), RECEIVED_AT)
 
 
+def inbox_id(inbox_path) -> str:
+    with sqlite3.connect(inbox_path) as con:
+        return con.execute("SELECT inbox_id FROM inbox_identity").fetchone()[0]
+
+
+def low_balance(event_id: str) -> dict:
+    return {**LOW_BALANCE, "id": event_id}
+
+
 @dg.asset(partitions_def=HOURLY, tags={"cadence": "hourly"})
 def hourly_stand_in() -> None:
     """Gives hourly_retention something to select, so its partitioned run requests resolve as in the project."""
@@ -95,8 +110,8 @@ def test_ingests_exactly_once_and_requests_the_latest_complete_hour(instance, in
 
     [run] = first.run_requests
     assert run.partition_key in (before, after)
-    assert run.run_key == "metronome-notifications-1-2"
-    assert first.cursor == "2"
+    assert run.run_key.startswith("metronome-notifications-")
+    assert first.cursor == f"{inbox_id(inbox_path)}:2:evt-credit-2"
     rows = notifications(duck_path)
     assert rows == [
         ("evt-credit-2", "credit.segment.end", "lifecycle", "cus-2", "ct-2", None, "cr-2", "seg-2", "-P3DT12H",
@@ -106,7 +121,8 @@ def test_ingests_exactly_once_and_requests_the_latest_complete_hour(instance, in
     ]  # fmt: skip
 
     again = evaluate(instance, duck_path, cursor=first.cursor)
-    assert again.run_requests == [] and "No notifications after inbox row 2" in again.skip_message
+    assert again.run_requests == []
+    assert again.skip_message == f"No notifications after row 2 of inbox {inbox_id(inbox_path)}."
 
     reread = evaluate(instance, duck_path, cursor=None)
     assert reread.run_requests == [] and "Stored 0 new notifications" in reread.skip_message
@@ -120,7 +136,7 @@ def test_irrelevant_event_is_stored_and_skipped_with_its_type(instance, inbox_pa
     assert result.skip_message == (
         "Stored 1 new notifications (types: integration.issue); none affects segment membership."
     )
-    assert result.cursor == "1"
+    assert result.cursor == f"{inbox_id(inbox_path)}:1:evt-int-3"
     assert [row[:4] for row in notifications(duck_path)] == [
         ("evt-int-3", "integration.issue", "other", None)
     ]
@@ -132,15 +148,84 @@ def test_skips_until_the_receiver_has_created_the_inbox(instance, duck_path):
 
 
 def test_busy_warehouse_skips_without_moving_the_cursor(instance, inbox_path, duck_path, monkeypatch):
-    receive(inbox_path, LOW_BALANCE)
+    receive(inbox_path, LOW_BALANCE, CREDIT_ENDING)
 
     def locked(*args, **kwargs):
         raise duckdb.IOException('Could not set lock on file "retention.duckdb": Conflicting lock is held')
 
     monkeypatch.setattr(duckdb, "connect", locked)
-    result = evaluate(instance, duck_path, cursor="0")
+    cursor = f"{inbox_id(inbox_path)}:1:evt-low-1"
+    result = evaluate(instance, duck_path, cursor=cursor)
     assert result.run_requests == [] and "busy" in result.skip_message
-    assert result.cursor == "0"
+    assert result.cursor == cursor
+
+
+def delete(path):
+    for suffix in ("", "-wal", "-shm"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+
+
+def copy(source, target):
+    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
+
+
+def deleted_and_recreated(inbox_path, backup, monkeypatch):
+    delete(inbox_path)
+
+
+def moved_to_another_path(inbox_path, backup, monkeypatch):
+    monkeypatch.setenv("RETENTION_WEBHOOK_INBOX", str(inbox_path.with_name("new-volume.sqlite3")))
+
+
+def restored_from_an_older_copy(inbox_path, backup, monkeypatch):
+    delete(inbox_path)
+    copy(backup, inbox_path)
+
+
+@pytest.mark.parametrize(
+    "recreate", [deleted_and_recreated, moved_to_another_path, restored_from_an_older_copy]
+)
+def test_recreated_inbox_is_read_from_its_first_row(
+    instance, inbox_path, duck_path, tmp_path, monkeypatch, recreate
+):
+    """Row numbers restart with the file: a cursor kept from the old file must not skip the new file's events, and
+    the run they request must not reuse an earlier run key (the daemon would drop it)."""
+    backup = tmp_path / "backup.sqlite3"
+    receive(inbox_path, low_balance("evt-a1"))
+    copy(inbox_path, backup)  # the older copy holds row 1 only
+    first = evaluate(instance, duck_path)
+    receive(inbox_path, low_balance("evt-a2"), low_balance("evt-a3"))
+    second = evaluate(instance, duck_path, cursor=first.cursor)  # the cursor is now at row 3
+
+    recreate(inbox_path, backup, monkeypatch)
+    # Rows 1-3 of the new file (2-4 of the restored copy): the old cursor's row 3 now holds another event.
+    receive(resolve_inbox_path(), low_balance("evt-b1"), low_balance("evt-b2"), low_balance("evt-b3"))
+    third = evaluate(instance, duck_path, cursor=second.cursor)
+
+    assert [row[0] for row in notifications(duck_path)] == [
+        "evt-a1", "evt-a2", "evt-a3", "evt-b1", "evt-b2", "evt-b3"
+    ]  # fmt: skip
+    run_keys = [tick.run_requests[0].run_key for tick in (first, second, third)]
+    assert len(set(run_keys)) == 3
+    again = evaluate(instance, duck_path, cursor=third.cursor)
+    assert again.run_requests == [] and "No notifications after" in again.skip_message
+
+
+def test_cursor_from_before_inbox_identities_rereads_without_duplicates(instance, inbox_path, duck_path):
+    """An inbox without identity and a bare row-number cursor left by the previous version: the sensor gives the
+    inbox an identity and reads it from row 0; what was already copied is not stored twice."""
+    receive(inbox_path, LOW_BALANCE, INTEGRATION_ISSUE, CREDIT_ENDING)
+    # What the previous version had copied (rows 1 and 2), then its inbox, which had no identity.
+    store_notifications(duck_path, Inbox(inbox_path).read_after(None, 2)[1])
+    with sqlite3.connect(inbox_path) as con:
+        con.execute("DROP TABLE inbox_identity")
+
+    result = evaluate(instance, duck_path, cursor="2")
+    assert [row[0] for row in notifications(duck_path)] == ["evt-credit-2", "evt-int-3", "evt-low-1"]
+    assert result.cursor == f"{inbox_id(inbox_path)}:3:evt-credit-2"
+    [run] = result.run_requests
+    assert run.tags["notification_types"] == "credit.segment.end"
 
 
 @pytest.mark.parametrize(

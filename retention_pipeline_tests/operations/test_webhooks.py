@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
+import http.client
 import json
+import logging
 import os
 import signal
 import socket
 import sqlite3
+import struct
 import subprocess
 import sys
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 
-from retention_pipeline.operations.webhooks import Rejected, serve, sign, signed_headers, verify
+from retention_pipeline.operations.webhooks import Inbox, Rejected, serve, sign, signed_headers, verify
 
 SECRET = "test-webhook-secret"
 MAX_BODY = 4096
@@ -184,6 +190,177 @@ def cli(env: dict, tmp_path) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def inbox_ids(inbox_path) -> list[str]:
+    with sqlite3.connect(inbox_path) as con:
+        return [row[0] for row in con.execute("SELECT id FROM inbox ORDER BY seq")]
+
+
+def quarantined(inbox_path) -> list[tuple]:
+    with sqlite3.connect(inbox_path) as con:
+        return con.execute(
+            "SELECT body, reason, attempts FROM rejected ORDER BY first_received_at"
+        ).fetchall()
+
+
+def wait_until(condition, what: str) -> None:
+    """Poll for something another thread does; the deadline only stops a broken test from hanging."""
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.01)
+
+
+def test_burst_of_200_concurrent_deliveries_is_accepted_and_stored_once(receiver, inbox_path):
+    """200 senders connect at the same instant; every one gets its 200 (none reset) and each id is stored once."""
+    senders = 200
+    host, port = receiver.url.removeprefix("http://").split(":")
+    start = threading.Barrier(senders)
+    outcomes: dict[str, object] = {}
+
+    def send(n: int) -> None:
+        body = json.dumps({**LOW_BALANCE, "id": f"evt-burst-{n}"}).encode()
+        headers = signed_headers(SECRET, body, datetime.now(UTC))
+        connection = http.client.HTTPConnection(host, int(port), timeout=60)
+        start.wait()
+        try:
+            connection.request("POST", "/", body, headers)
+            outcomes[f"evt-burst-{n}"] = connection.getresponse().status
+        except OSError as error:
+            outcomes[f"evt-burst-{n}"] = repr(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(senders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    failed = {event_id: outcome for event_id, outcome in outcomes.items() if outcome != 200}
+    assert len(outcomes) == senders and failed == {}
+    ids = inbox_ids(inbox_path)
+    assert len(ids) == senders and set(ids) == set(outcomes)
+
+
+def nested(event_id: str, depth: int) -> bytes:
+    """An event whose `n` holds `depth - 1` nested arrays, so the whole body nests `depth` levels."""
+    return (
+        f'{{"id": "{event_id}", "type": "x", "n": '.encode() + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}"
+    )
+
+
+DEEP = nested("evt-deep", 2000)  # past the parser's recursion limit
+TOO_DEEP = "JSON nested deeper than 32 levels"
+SURROGATE = "a string holds a lone surrogate escape (not Unicode)"
+NOT_JSON = "body is not UTF-8 JSON"
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (DEEP, TOO_DEEP),
+        (nested("evt-33", 33), TOO_DEEP),
+        (b'{"id": "\\ud800", "type": "x"}', SURROGATE),
+        (b'{"id": "evt-s", "type": "x", "properties": {"customer_id": "\\udc00"}}', SURROGATE),
+        (b'{"id": "evt-s", "type": "x", "note": "ok \\ud83d then"}', SURROGATE),
+        (b'{"id": "evt-\xff", "type": "x"}', NOT_JSON),
+        (b'{"id": "evt-1", "type": ', NOT_JSON),
+    ],
+    ids=[
+        "nested-2000",
+        "nested-33",
+        "surrogate-id",
+        "surrogate-customer",
+        "surrogate-elsewhere",
+        "not-utf8",
+        "truncated",
+    ],
+)
+def test_poisoned_bodies_are_400_kept_and_the_receiver_goes_on(receiver, client, inbox_path, body, reason):
+    response = deliver(client, receiver.url, body)
+    assert (response.status_code, response.json()) == (400, {"error": reason})
+    assert quarantined(inbox_path) == [(body, reason, 1)]
+    assert inbox_ids(inbox_path) == []
+    assert deliver(client, receiver.url, json.dumps(LOW_BALANCE).encode()).json() == {"status": "stored"}
+    assert inbox_ids(inbox_path) == ["evt-low-1"]
+
+
+def test_json_nested_32_levels_is_accepted(receiver, client, inbox_path):
+    assert deliver(client, receiver.url, nested("evt-32", 32)).status_code == 200
+    assert inbox_ids(inbox_path) == ["evt-32"]
+
+
+def test_a_poisoned_body_retried_is_kept_once_with_its_attempts(receiver, client, inbox_path):
+    for _ in range(3):
+        assert deliver(client, receiver.url, DEEP).status_code == 400
+    with sqlite3.connect(inbox_path) as con:
+        assert con.execute("SELECT body_sha256, attempts FROM rejected").fetchall() == [
+            (hashlib.sha256(DEEP).hexdigest(), 3)
+        ]
+
+
+def test_unsigned_bodies_are_not_kept(receiver, client, inbox_path):
+    """Only what Metronome signed is worth an operator's look; anyone else could fill the disk."""
+    assert deliver(client, receiver.url, DEEP, secret="not-the-secret").status_code == 401
+    assert quarantined(inbox_path) == []
+
+
+def test_an_unforeseen_error_is_answered_500_and_the_receiver_goes_on(
+    receiver, client, inbox_path, monkeypatch
+):
+    original = Inbox.append
+    monkeypatch.setattr(Inbox, "append", lambda *args: 1 / 0)
+    response = deliver(client, receiver.url, json.dumps(LOW_BALANCE).encode())
+    assert (response.status_code, response.json()) == (500, {"error": "internal error; retry later"})
+    monkeypatch.setattr(Inbox, "append", original)
+    assert deliver(client, receiver.url, json.dumps(LOW_BALANCE).encode()).json() == {"status": "stored"}
+
+
+def test_inbox_deleted_under_the_running_receiver_is_recreated(receiver, client, inbox_path):
+    """Not 503 until someone restarts the receiver: the next delivery recreates the file, with its own identity
+    (a fresh random one), so the sensor reads it from its first row."""
+    assert deliver(client, receiver.url, json.dumps(LOW_BALANCE).encode()).status_code == 200
+    inbox_path.unlink()
+    response = deliver(client, receiver.url, json.dumps({**LOW_BALANCE, "id": "evt-low-2"}).encode())
+    assert (response.status_code, response.json()) == (200, {"status": "stored"})
+    assert inbox_ids(inbox_path) == ["evt-low-2"]
+    with sqlite3.connect(inbox_path) as con:
+        assert con.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert len(con.execute("SELECT inbox_id FROM inbox_identity").fetchall()) == 1
+
+
+def test_a_client_hanging_up_before_the_answer_is_one_log_line(inbox_path, caplog, capfd):
+    """The event is stored; the failed answer is logged as one line, with no traceback anywhere."""
+    request_read, hung_up = threading.Event(), threading.Event()
+
+    def clock() -> datetime:  # the handler calls it once the request is read: hang up right then
+        request_read.set()
+        hung_up.wait(10)
+        return datetime.now(UTC)
+
+    body = json.dumps(LOW_BALANCE).encode()
+    headers = "".join(f"{k}: {v}\r\n" for k, v in signed_headers(SECRET, body, datetime.now(UTC)).items())
+    caplog.set_level(logging.INFO, logger="retention_pipeline.operations.webhooks")
+    with serve("127.0.0.1", 0, SECRET, inbox_path, max_body_bytes=MAX_BODY, clock=clock) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            sock.sendall(
+                f"POST / HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(body)}\r\n{headers}\r\n".encode()
+                + body
+            )
+            assert request_read.wait(10)
+            # Linger 0: closing sends a reset, as a sender that gives up does.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        hung_up.set()
+        wait_until(lambda: "disconnected" in caplog.text, "the disconnect to be logged")
+    [line] = [r.getMessage() for r in caplog.records if "disconnected" in r.getMessage()]
+    assert line in (
+        "client 127.0.0.1 disconnected: BrokenPipeError",
+        "client 127.0.0.1 disconnected: ConnectionResetError",
+    )
+    assert "Traceback" not in caplog.text + capfd.readouterr().err
+    assert inbox_ids(inbox_path) == ["evt-low-1"]
 
 
 def test_cli_prints_its_url_and_receives(tmp_path, inbox_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+
 import duckdb
 import pytest
 
@@ -83,3 +85,45 @@ def test_an_unclosed_quote_or_a_huge_field_is_reported_line_by_line(tmp_path):
     )
     frame, malformed = read_contacts_csv(path)
     assert list(frame["person_id"]) == ["p2"] and len(malformed) == 1 and "field larger" in malformed[0][1]
+
+
+FORMULAS = ['=HYPERLINK("http://evil.example","x")@x.com', "=1+2@x.com", "@SUM(1+1)@x.com", "-2+3@x.com",
+            "+tag@example.com"]  # fmt: skip
+NOT_ADDRESSES = ['"ann"@example.com', "a(b)@example.com", "a,b@example.com", "a;b@example.com", "<a>@example.com",
+                 "a b@example.com", "a\\b@example.com", "ann@localhost", "ann@example..com", "ann@-x.com",
+                 "ann@1.2.3.4", "ann@[1.2.3.4]", f"{'x' * 65}@example.com"]  # fmt: skip
+ADDRESSES = ["o'brien@example.ie", "first+tag@example.co.uk", "a=b@example.com", "用户@例子.广告"]
+
+
+def test_formulas_and_impossible_addresses_are_issues_and_never_stored(tmp_path):
+    emails = FORMULAS + NOT_ADDRESSES + ADDRESSES
+    path = tmp_path / "contacts.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["customer_id", "person_id", "email", "phone", "marketing_consent"])
+        writer.writerows(["c1", f"p{i}", email, "+1 415 555 2671", "true"] for i, email in enumerate(emails))
+    con = duckdb.connect()
+    create_raw_tables(con)
+    con.execute("INSERT INTO raw.metronome_customers (id, is_archived, raw, extracted_at) "
+                "VALUES ('c1', false, '{}', now())")  # fmt: skip
+    frame, malformed = read_contacts_csv(path)
+
+    result = load_contacts(con, frame, malformed, "US")
+
+    assert result.accepted == len(emails) and result.rejected == {}  # the people stay, with their phone
+    assert result.issues == {"unsafe_email": len(FORMULAS), "invalid_email": len(NOT_ADDRESSES)}
+    rows = con.execute(
+        "SELECT email, email_normalized, issues, phone_e164 FROM raw.contacts ORDER BY source_row"
+    )
+    stored = dict(zip(emails, rows.fetchall(), strict=True))
+    for email in FORMULAS:
+        assert stored[email] == (None, None, ["unsafe_email"], "+14155552671")
+    for email in NOT_ADDRESSES:
+        assert stored[email] == (None, None, ["invalid_email"], "+14155552671")
+    for email in ADDRESSES:
+        assert stored[email] == (email, email.lower(), [], "+14155552671")
+    # Nothing of a refused value is left anywhere in the table the sync reads identifiers from.
+    everything = "\n".join(
+        str(value) for row in con.execute("SELECT * FROM raw.contacts").fetchall() for value in row
+    )
+    assert [e for e in FORMULAS + NOT_ADDRESSES if e in everything] == []

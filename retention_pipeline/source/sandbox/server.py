@@ -115,6 +115,16 @@ class MetronomeSandbox:
 
     # --- entry points ----------------------------------------------------------------------------------------
 
+    def set_custom_fields(self, customer_id: str, **fields: str) -> None:
+        """Change a customer's custom fields from now on, as an operator would in Metronome (tests use it to flag an
+        account between two runs; None removes a field). The shared tenant dicts are never mutated: this sandbox gets its
+        own copy."""
+        customer = self._customer(customer_id)
+        merged = {**customer["custom_fields"], **fields}
+        changed = {**customer, "custom_fields": {k: v for k, v in merged.items() if v is not None}}
+        self._customers[customer_id] = changed
+        self.tenant.customers = [changed if c["id"] == customer_id else c for c in self.tenant.customers]
+
     def handle(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
         response = self.faults.take(request.method, path) or self._respond(request, path)

@@ -1,0 +1,314 @@
+"""Which Metronome tenant and which destination accounts a run talks to — decided once, recorded in the DuckDB file.
+
+Every external system resolves here to a `Target`: "sandbox" or the account/workspace the credentials reach. The
+resources build their real or sandbox transport from this decision, and nowhere else. The DuckDB file remembers the
+targets it has been used with (`pipeline.bindings`): acknowledged sync state is only meaningful for the target that
+acknowledged it, so a run whose targets differ from the recorded ones (a lost secret quietly selecting a sandbox, a
+token for another account) fails before it extracts or sends anything, naming the variables — unless the switch is
+allowed explicitly with RETENTION_ALLOW_TARGET_CHANGE. With RETENTION_ENV=production a missing credential is a
+configuration error instead of a sandbox.
+"""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlparse
+
+import dagster as dg
+import duckdb
+
+from retention_pipeline.config import ConfigError, env
+from retention_pipeline.redact import redact_url
+from retention_pipeline.warehouse import DuckDBWarehouse
+
+SANDBOX = "sandbox"
+ENVIRONMENTS = ("development", "production")
+SYSTEMS = ("metronome", "customerio", "meta", "google")
+# Customer.io's Track and App hosts per workspace region (the client imports these: one home).
+REGION_HOSTS = {
+    "us": ("https://track.customer.io", "https://api.customer.io"),
+    "eu": ("https://track-eu.customer.io", "https://api-eu.customer.io"),
+}
+LABELS = {"metronome": "Metronome source", "customerio": "Customer.io", "meta": "Meta", "google": "Google"}
+
+DDL = """
+CREATE SCHEMA IF NOT EXISTS pipeline;
+CREATE TABLE IF NOT EXISTS pipeline.bindings (
+    system VARCHAR NOT NULL, identity VARCHAR NOT NULL, variables VARCHAR NOT NULL, bound_at TIMESTAMP NOT NULL,
+    last_used_at TIMESTAMP NOT NULL, replaced_at TIMESTAMP
+);
+"""
+
+
+@dataclass(frozen=True)
+class Target:
+    """One external system as this run will reach it. `identity` is "sandbox" or the account it reaches."""
+
+    system: str
+    identity: str
+    variables: tuple[str, ...]  # the env vars that choose it, for messages
+    settings: dict  # resolved values the resource needs (credentials never leave the process)
+
+    @property
+    def is_sandbox(self) -> bool:
+        return self.identity == SANDBOX
+
+    def describe(self) -> str:
+        return f"{LABELS[self.system]} {self.identity!r}"
+
+
+def retention_env() -> str:
+    value = (env("RETENTION_ENV") or "development").lower()
+    if value not in ENVIRONMENTS:
+        raise ConfigError(f"RETENTION_ENV={value!r} must be one of {', '.join(ENVIRONMENTS)}.")
+    return value
+
+
+def _sandbox_or_fail(system: str, variables: tuple[str, ...]) -> Target:
+    """No credentials: the sandbox in development, a configuration error in production."""
+    if retention_env() == "production":
+        raise ConfigError(
+            f"RETENTION_ENV=production: {' and '.join(variables)} must be set for {LABELS[system]}; in production a "
+            "missing credential is an error, never a silent switch to the sandbox."
+        )
+    return Target(system, SANDBOX, variables, {})
+
+
+def _require_all(*settings: tuple[str, str | None]) -> None:
+    missing = [name for name, value in settings if value is None]
+    if missing:
+        given = [name for name, value in settings if value is not None]
+        raise ConfigError(f"{', '.join(missing)} must be set too (found {', '.join(given)}).")
+
+
+def http_url(name: str, value: str) -> str:
+    """An http(s) URL without a trailing slash; fails naming the variable.
+
+    Credentials embedded in a URL (`https://user:pass@host`) are refused: httpx would send them as Basic auth in
+    place of the token, and the URL would carry a secret into every message that names it."""
+    parsed = urlparse(value)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ConfigError(f"{name}={redact_url(value)!r} is not an http(s) URL.")
+    if parsed.username is not None or parsed.password is not None:
+        raise ConfigError(
+            f"{name}={redact_url(value)!r} embeds credentials (user:password@); remove them and set the token "
+            "variable instead."
+        )
+    return value.rstrip("/")
+
+
+def _where(url: str) -> str:
+    """host[:port][/path] of a URL: what distinguishes one deployment of an API from another."""
+    parsed = urlparse(url)
+    host = parsed.hostname or ""
+    if parsed.port:
+        host += f":{parsed.port}"
+    return host + parsed.path.rstrip("/")
+
+
+def _token_and_url(system: str, token_var: str, url_var: str, token: str | None, url: str | None) -> Target:
+    """A system reached with one token at one base URL: the sandbox without the token, else the API at the URL."""
+    token = env(token_var, token)
+    if token is None:
+        return _sandbox_or_fail(system, (token_var,))
+    base_url = http_url(url_var, env(url_var, url))
+    return Target(system, _where(base_url), (token_var, url_var), {"token": token, "url": base_url})
+
+
+def metronome_target(token: str | None = None, url: str | None = None) -> Target:
+    return _token_and_url("metronome", "METRONOME_BEARER_TOKEN", "METRONOME_API_URL", token, url)
+
+
+def customerio_target(
+    site_id: str | None = None,
+    api_key: str | None = None,
+    app_api_key: str | None = None,
+    region: str | None = None,
+    track_url: str | None = None,
+    app_url: str | None = None,
+) -> Target:
+    region = env("CUSTOMERIO_REGION", region).lower()
+    if region not in REGION_HOSTS:
+        raise ConfigError(f"CUSTOMERIO_REGION={region!r} must be us or eu.")
+    site_id = env("CUSTOMERIO_SITE_ID", site_id)
+    api_key = env("CUSTOMERIO_API_KEY", api_key)
+    app_api_key = env("CUSTOMERIO_APP_API_KEY", app_api_key)
+    variables = ("CUSTOMERIO_SITE_ID", "CUSTOMERIO_API_KEY")
+    if site_id is None and api_key is None:
+        if app_api_key is not None:
+            raise ConfigError(
+                "CUSTOMERIO_APP_API_KEY is set but CUSTOMERIO_SITE_ID and CUSTOMERIO_API_KEY are not."
+            )
+        target = _sandbox_or_fail("customerio", variables)
+        return Target(target.system, target.identity, target.variables, {"region": region})
+    _require_all(("CUSTOMERIO_SITE_ID", site_id), ("CUSTOMERIO_API_KEY", api_key))
+    track_default, app_default = REGION_HOSTS[region]
+    track = http_url("CUSTOMERIO_TRACK_URL", env("CUSTOMERIO_TRACK_URL", track_url) or track_default)
+    app = http_url("CUSTOMERIO_APP_URL", env("CUSTOMERIO_APP_URL", app_url) or app_default)
+    return Target(
+        "customerio",
+        f"site {site_id} @ {_where(track)}",
+        (*variables, "CUSTOMERIO_REGION", "CUSTOMERIO_TRACK_URL"),
+        {"site_id": site_id, "api_key": api_key, "app_api_key": app_api_key, "region": region,
+         "track_url": track, "app_url": app},
+    )  # fmt: skip
+
+
+def meta_target(token: str | None = None, account: str | None = None, graph_url: str | None = None) -> Target:
+    token = env("META_ACCESS_TOKEN", token)
+    account = env("META_AD_ACCOUNT_ID", account)
+    variables = ("META_ACCESS_TOKEN", "META_AD_ACCOUNT_ID")
+    if token is None and account is None:
+        return _sandbox_or_fail("meta", variables)
+    _require_all(("META_ACCESS_TOKEN", token), ("META_AD_ACCOUNT_ID", account))
+    url = http_url("META_GRAPH_URL", env("META_GRAPH_URL", graph_url))
+    account_id = account.removeprefix("act_")
+    return Target(
+        "meta",
+        f"act_{account_id} @ {_where(url)}",
+        (*variables, "META_GRAPH_URL"),
+        {"token": token, "account": account, "graph_url": url},
+    )
+
+
+def google_target(token: str | None = None, url: str | None = None) -> Target:
+    return _token_and_url("google", "GOOGLE_ACCESS_TOKEN", "GOOGLE_DATA_MANAGER_URL", token, url)
+
+
+RESOLVERS = {
+    "metronome": metronome_target,
+    "customerio": customerio_target,
+    "meta": meta_target,
+    "google": google_target,
+}
+
+
+def resolve(systems: list[str] | tuple[str, ...]) -> list[Target]:
+    """The targets of the given systems, from the environment (no network)."""
+    return [RESOLVERS[s]() for s in systems]
+
+
+def allowed_changes() -> set[str]:
+    """Systems whose recorded target this run may replace (RETENTION_ALLOW_TARGET_CHANGE)."""
+    raw = (env("RETENTION_ALLOW_TARGET_CHANGE") or "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return set()
+    if raw in ("1", "true", "yes", "on", "all"):
+        return set(SYSTEMS)
+    names = {n.strip() for n in raw.split(",") if n.strip()}
+    unknown = names - set(SYSTEMS)
+    if unknown:
+        raise ConfigError(
+            f"RETENTION_ALLOW_TARGET_CHANGE={raw!r}: unknown system(s) {sorted(unknown)}; use 1 (all) or a comma list "
+            f"of {', '.join(SYSTEMS)}."
+        )
+    return names
+
+
+def verify_bindings(
+    con: duckdb.DuckDBPyConnection, targets: list[Target], database: Path | str, log=None
+) -> list[str]:
+    """Record first use of each target; fail if the file was used with another one (unless allowed).
+
+    Returns human-readable notes on what was bound or switched, for the run's log."""
+    con.execute(DDL)
+    allow = allowed_changes()
+    now = datetime.now(UTC).replace(tzinfo=None)
+    notes, conflicts = [], []
+    for target in targets:
+        row = con.execute(
+            "SELECT identity FROM pipeline.bindings WHERE system = ? AND replaced_at IS NULL", [target.system]
+        ).fetchone()
+        if row is None:
+            con.execute(
+                "INSERT INTO pipeline.bindings VALUES (?, ?, ?, ?, ?, NULL)",
+                [target.system, target.identity, ", ".join(target.variables), now, now],
+            )
+            notes.append(f"{target.describe()} recorded as this file's {LABELS[target.system]} target")
+        elif row[0] == target.identity:
+            con.execute(
+                "UPDATE pipeline.bindings SET last_used_at = ? WHERE system = ? AND replaced_at IS NULL",
+                [now, target.system],
+            )
+        elif target.system in allow:
+            con.execute(
+                "UPDATE pipeline.bindings SET replaced_at = ? WHERE system = ? AND replaced_at IS NULL",
+                [now, target.system],
+            )
+            con.execute(
+                "INSERT INTO pipeline.bindings VALUES (?, ?, ?, ?, ?, NULL)",
+                [target.system, target.identity, ", ".join(target.variables), now, now],
+            )
+            notes.append(
+                f"{LABELS[target.system]} switched from {row[0]!r} to {target.identity!r} "
+                "(RETENTION_ALLOW_TARGET_CHANGE); acknowledged state of the old target does not count for the new one"
+            )
+        else:
+            why = (
+                f"because {' and '.join(target.variables)} {'is' if len(target.variables) == 1 else 'are'} unset"
+                if target.is_sandbox
+                else f"from {', '.join(target.variables)}"
+            )
+            conflicts.append(
+                f"{LABELS[target.system]}: the file was used with {row[0]!r}, this run resolves {target.identity!r} "
+                f"{why}"
+            )
+    if conflicts:
+        raise ConfigError(
+            f"RETENTION_DUCKDB_PATH={str(database)!r} belongs to other targets — "
+            + "; ".join(conflicts)
+            + ". Acknowledged sync state is kept per target, so a switch re-sends every member to the new target "
+            "(and a sandbox never reaches the real one). Restore the variables, point RETENTION_DUCKDB_PATH at the "
+            "file of this environment, or allow the switch once with RETENTION_ALLOW_TARGET_CHANGE="
+            + _allow_hint(conflicts, targets)
+            + "."
+        )
+    for note in notes:
+        if log is not None:
+            log(note)
+    return notes
+
+
+def _allow_hint(conflicts: list[str], targets: list[Target]) -> str:
+    systems = [t.system for t in targets if any(c.startswith(LABELS[t.system] + ":") for c in conflicts)]
+    return ",".join(systems)
+
+
+def current_bindings(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    con.execute(DDL)
+    return dict(
+        con.execute("SELECT system, identity FROM pipeline.bindings WHERE replaced_at IS NULL").fetchall()
+    )
+
+
+BINDINGS_KEY = dg.AssetKey(["pipeline", "bindings"])
+
+
+def build_bindings_asset(systems: list[str]) -> dg.AssetsDefinition:
+    """The first step of every job: resolve the run's targets and check them against the file, before extraction.
+
+    `systems`: Metronome and every destination some segment routes to (only those need credentials)."""
+
+    @dg.asset(
+        key=BINDINGS_KEY,
+        group_name="source",
+        kinds={"duckdb"},
+        pool="duckdb",
+        description="Which Metronome tenant and destination accounts this DuckDB file belongs to (pipeline.bindings). "
+        "Runs first: a run whose targets differ from the recorded ones fails here, before extracting or sending.",
+        metadata={"dagster/table_name": "pipeline.bindings"},
+    )
+    def _asset(context: dg.AssetExecutionContext, duckdb: DuckDBWarehouse) -> dg.MaterializeResult:
+        try:
+            targets = resolve(systems)
+            with duckdb.connect() as con:
+                verify_bindings(con, targets, duckdb.resolved_path(), context.log.info)
+        except ConfigError as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from exc
+        for target in targets:
+            context.log.info(f"{target.describe()} ({retention_env()})")
+        return dg.MaterializeResult(
+            metadata={"environment": retention_env(), **{t.system: t.identity for t in targets}}
+        )
+
+    return _asset
