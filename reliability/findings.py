@@ -38,33 +38,33 @@ FINDINGS = {
     "F9": Finding("Suppression missing on a first run: the daily job ran before any do_not_retarget partition existed, "
                   "so archived, just-renewed and flagged accounts' people were uploaded (hashed) to Meta and Google; "
                   "the routing-view check passed anyway (segments/engine.py, segments/assets.py).", "cd941bf",
-                  "pending"),
+                  "fcb3ce9"),
     "F10": Finding("Suppression waited for the segment's cadence: an account suppressed after the daily run stayed in "
                    "the daily segments' ad audiences until the next day (destinations/assets.py).", "cd941bf",
-                   "pending"),
+                   "fcb3ce9"),
     "F11": Finding("One person in two accounts multiplied sync state: state keyed by person_id alone doubled on every "
                    "re-run (0 → 4 → 16 → 256 updates) and Customer.io attributes flipped between the accounts "
-                   "(destinations/sync.py).", "cd941bf", "pending"),
+                   "(destinations/sync.py).", "cd941bf", "fcb3ce9"),
     "F12": Finding("Missing credentials silently switched a destination (or Metronome) to its sandbox, whose acks "
                    "were recorded in the same state: the real destination never received those people afterwards "
-                   "(destinations/resources.py, source/metronome.py).", "cd941bf", "pending"),
+                   "(destinations/resources.py, source/metronome.py).", "cd941bf", "fcb3ce9"),
     "F13": Finding("A failing ERROR data test (usage_is_non_negative on negative usage) did not stop activation: "
                    "segments grew and Meta/Google accepted the new members (models/assets.py, segments/).",
-                   "cd941bf", "pending"),
+                   "cd941bf", "fcb3ce9"),
     "F14": Finding("Inbox recreation skipped events: the notifications sensor's cursor was a bare inbox row number, "
                    "so after the inbox file was deleted, moved or restored, new events were skipped until the "
                    "numbering passed the old cursor; a receiver whose file was deleted answered 503 until restarted "
-                   "(operations/notifications.py, operations/webhooks.py).", "cd941bf", "pending"),
+                   "(operations/notifications.py, operations/webhooks.py).", "cd941bf", "fcb3ce9"),
     "F15": Finding("Burst resets: the receiver listened with socketserver's default backlog of 5, so 200 concurrent "
                    "deliveries got TCP resets for about 70% of them (operations/webhooks.py).", "cd941bf",
-                   "pending"),
+                   "fcb3ce9"),
     "F16": Finding("Poisoned bodies killed the handler: a signed body with JSON nested ~1,000 deep (RecursionError) "
                    "or a lone surrogate escape in a stored field (UnicodeEncodeError in SQLite) dropped the "
                    "connection with no answer and a traceback on stderr; client disconnects were tracebacks too "
-                   "(operations/webhooks.py).", "cd941bf", "pending"),
+                   "(operations/webhooks.py).", "cd941bf", "fcb3ce9"),
     "F17": Finding("Disk full on publish left a hidden temp file per attempt and masked the error: later runs "
                    "failed with 'cannot rollback - no transaction is active' instead of 'No space left on device' "
-                   "(operations/publish.py, BEGIN/ROLLBACK sites).", "cd941bf", "pending"),
+                   "(operations/publish.py, BEGIN/ROLLBACK sites).", "cd941bf", "fcb3ce9"),
 }  # fmt: skip
 
 OPEN = {key for key, finding in FINDINGS.items() if finding.fixed_in is None}

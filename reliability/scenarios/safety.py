@@ -69,9 +69,28 @@ def _people_in(ws: Workspace, people, hashes: set[str]) -> int:
     return sum(1 for p in people if _hashes([p]) & hashes)
 
 
+def _flag(suite: Suite, customers, saved: dict) -> None:
+    """Flag accounts do_not_retarget in Metronome (the suite's tenant), remembering the original values."""
+    for customer in customers:
+        saved.setdefault(customer, suite.sandbox._customer(customer)["custom_fields"].get("do_not_retarget"))
+        suite.sandbox.set_custom_fields(customer, do_not_retarget="true")
+
+
 def suppression_rows(suite: Suite) -> tuple[list[Row], Workspace]:
+    saved: dict = {}
+    try:
+        return _suppression_rows(suite, saved)
+    finally:
+        for customer, value in saved.items():
+            suite.sandbox.set_custom_fields(customer, do_not_retarget=value)
+
+
+def _suppression_rows(suite: Suite, saved: dict) -> tuple[list[Row], Workspace]:
     first = Row(GROUP, "suppression on a first run (daily before any hourly partition), then a second run")
     ws = suite.workspace("safety-first-run", history_days=ACTIVATION_HISTORY_DAYS, destinations=True)
+    # Accounts of the declining pattern (usage_drop_wow) are flagged before the very first run.
+    declining = sorted(c for c, profile in suite.tenant.profiles.items() if profile == "declining")[:3]
+    _flag(suite, declining, saved)
     daily = ws.run("daily_retention", DAY)
     suppressed = _suppressed(ws, "daily")
     exposed = ws.query(
@@ -104,33 +123,25 @@ def suppression_rows(suite: Suite) -> tuple[list[Row], Workspace]:
         WHERE s.destination IN ('meta', 'google') AND d.cadence = 'daily' ORDER BY ALL LIMIT 3"""
     )
     customers = sorted({c for _, c in targets})
-    originals = {c: suite.sandbox._customer(c)["custom_fields"].get("do_not_retarget") for c in customers}
-    try:
-        for customer in customers:
-            suite.sandbox.set_custom_fields(customer, do_not_retarget="true")
-        between.injections = len(customers)
-        outcome = ws.run("hourly_retention", HOURS[1])
-        people = ws.query(
-            "SELECT person_id, email_normalized, phone_e164 FROM raw.contacts WHERE customer_id IN "
-            "(SELECT unnest(?::VARCHAR[]))",
-            [customers],
-        )
-        left = _people_in(ws, people, _in_ads(ws))
-        state = ws.query(
-            "SELECT count(*) FROM sync.destination_state WHERE destination IN ('meta', 'google') "
-            "AND customer_id IN (SELECT unnest(?::VARCHAR[]))",
-            [customers],
-        )[0][0]
-        for _ in customers:
-            between.case(outcome.success and not left and not state, lost=0)
-        between.rows_lost += left
-        between.note(f"{len(people)} people at {len(customers)} accounts of daily ad segments; after the next "
-                     f"hourly run {left} still in Meta/Google, {state} in acknowledged ad state")  # fmt: skip
-        if outcome.message:
-            between.messages.append(outcome.message[:300])
-    finally:
-        for customer, value in originals.items():
-            suite.sandbox.set_custom_fields(customer, do_not_retarget=value)
+    _flag(suite, customers, saved)
+    between.injections = len(customers)
+    outcome = ws.run("hourly_retention", HOURS[1])
+    people = ws.query(
+        "SELECT person_id, email_normalized, phone_e164 FROM raw.contacts WHERE customer_id IN "
+        "(SELECT unnest(?::VARCHAR[]))",
+        [customers],
+    )
+    left = _people_in(ws, people, _in_ads(ws))
+    state = ws.query(
+        "SELECT count(*) FROM sync.destination_state WHERE destination IN ('meta', 'google') "
+        "AND customer_id IN (SELECT unnest(?::VARCHAR[]))",
+        [customers],
+    )[0][0]
+    for _ in customers:
+        between.case(outcome.success and not left and not state, message=outcome.message or None)
+    between.rows_lost += left
+    between.note(f"{len(people)} people at {len(customers)} accounts of daily ad segments; after the next "
+                 f"hourly run {left} still in Meta/Google, {state} in acknowledged ad state")  # fmt: skip
     return [first, between], ws
 
 
@@ -172,16 +183,16 @@ def shared_people_row(suite: Suite, base: Workspace) -> Row:
 def target_switch_row(suite: Suite) -> Row:
     row = Row(GROUP, "target switch: credentials appear, a secret is lost, a Metronome token is lost")
 
-    def stopped(outcome, ws: Workspace, *needles: str) -> bool:
+    def stopped(outcome, ws: Workspace, sends_before: int, *needles: str) -> bool:
         return (not outcome.success and outcome.failed_steps[:1] == ["pipeline__bindings"]
-                and outcome.names(*needles) and ws.destinations.sends() == 0)  # fmt: skip
+                and outcome.names(*needles) and ws.destinations.sends() == sends_before)  # fmt: skip
 
     # Credentials appear on a file bound to the embedded sandboxes; then the switch is allowed.
     ws = suite.workspace("safety-targets-appear", history_days=ACTIVATION_HISTORY_DAYS, destinations=True)
     ws.run("daily_retention", DAY, env=UNSET_DESTINATIONS | STRICT)
     extracted = ws.query("SELECT max(extracted_at) FROM raw.metronome_customers")
     blocked = ws.run("daily_retention", DAY, env=STRICT)
-    row.case(stopped(blocked, ws, "META_ACCESS_TOKEN", "RETENTION_ALLOW_TARGET_CHANGE")
+    row.case(stopped(blocked, ws, 0, "META_ACCESS_TOKEN", "RETENTION_ALLOW_TARGET_CHANGE")
              and ws.query("SELECT max(extracted_at) FROM raw.metronome_customers") == extracted,
              message=blocked.message or "the run went ahead")  # fmt: skip
     allowed = ws.run("daily_retention", DAY)  # the workspace allows destination switches
@@ -192,12 +203,11 @@ def target_switch_row(suite: Suite) -> Row:
     # A secret lost for one run on a file bound to the real accounts.
     ws = suite.workspace("safety-targets-lost", history_days=ACTIVATION_HISTORY_DAYS, destinations=True)
     ws.run("daily_retention", DAY, env=STRICT)
-    for proxy in ws.destinations.proxies:
-        proxy.clear()
+    sent = ws.destinations.sends()
     lost = ws.run("daily_retention", DAY, env={"META_ACCESS_TOKEN": "", "META_AD_ACCOUNT_ID": ""} | STRICT)
-    row.case(stopped(lost, ws, "META_ACCESS_TOKEN", "META_AD_ACCOUNT_ID"), message=lost.message)
+    row.case(stopped(lost, ws, sent, "META_ACCESS_TOKEN", "META_AD_ACCOUNT_ID"), message=lost.message)
     token = ws.run("daily_retention", DAY, env={"METRONOME_BEARER_TOKEN": ""} | STRICT)
-    row.case(stopped(token, ws, "METRONOME_BEARER_TOKEN"), message=token.message)
+    row.case(stopped(token, ws, sent, "METRONOME_BEARER_TOKEN"), message=token.message)
     row.injections = 3
     row.note("each stopped at pipeline__bindings naming the variables, 0 requests sent, nothing extracted; the "
              "allowed switch converged on the new target")  # fmt: skip
