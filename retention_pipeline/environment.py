@@ -19,7 +19,7 @@ import duckdb
 
 from retention_pipeline.config import ConfigError, env
 from retention_pipeline.redact import redact_url
-from retention_pipeline.warehouse import DuckDBWarehouse
+from retention_pipeline.warehouse import DuckDBWarehouse, transaction
 
 SANDBOX = "sandbox"
 ENVIRONMENTS = ("development", "production")
@@ -210,68 +210,65 @@ def verify_bindings(
 ) -> list[str]:
     """Record first use of each target; fail if the file was used with another one (unless allowed).
 
-    Returns human-readable notes on what was bound or switched, for the run's log."""
+    One transaction: a run that fails here records nothing. Returns (and logs) what was bound or switched."""
     con.execute(DDL)
     allow = allowed_changes()
     now = datetime.now(UTC).replace(tzinfo=None)
-    notes, conflicts = [], []
-    for target in targets:
-        row = con.execute(
-            "SELECT identity FROM pipeline.bindings WHERE system = ? AND replaced_at IS NULL", [target.system]
-        ).fetchone()
-        if row is None:
+    notes, conflicts = [], {}
+    with transaction(con):
+        for target in targets:
+            row = con.execute(
+                "SELECT identity FROM pipeline.bindings WHERE system = ? AND replaced_at IS NULL",
+                [target.system],
+            ).fetchone()
+            if row is not None and row[0] == target.identity:
+                con.execute(
+                    "UPDATE pipeline.bindings SET last_used_at = ? WHERE system = ? AND replaced_at IS NULL",
+                    [now, target.system],
+                )
+                continue
+            if row is not None and target.system not in allow:
+                conflicts[target.system] = _conflict(target, row[0])
+                continue
+            if row is None:
+                notes.append(f"{target.describe()} recorded as this file's {LABELS[target.system]} target")
+            else:
+                con.execute(
+                    "UPDATE pipeline.bindings SET replaced_at = ? WHERE system = ? AND replaced_at IS NULL",
+                    [now, target.system],
+                )
+                notes.append(
+                    f"{LABELS[target.system]} switched from {row[0]!r} to {target.identity!r} "
+                    "(RETENTION_ALLOW_TARGET_CHANGE); acknowledged state of the old target does not count for the "
+                    "new one"
+                )
             con.execute(
                 "INSERT INTO pipeline.bindings VALUES (?, ?, ?, ?, ?, NULL)",
                 [target.system, target.identity, ", ".join(target.variables), now, now],
             )
-            notes.append(f"{target.describe()} recorded as this file's {LABELS[target.system]} target")
-        elif row[0] == target.identity:
-            con.execute(
-                "UPDATE pipeline.bindings SET last_used_at = ? WHERE system = ? AND replaced_at IS NULL",
-                [now, target.system],
+        if conflicts:
+            raise ConfigError(
+                f"RETENTION_DUCKDB_PATH={str(database)!r} belongs to other targets — "
+                + "; ".join(conflicts.values())
+                + ". Acknowledged sync state is kept per target, so a switch re-sends every member to the new "
+                "target (and a sandbox never reaches the real one). Restore the variables, point "
+                "RETENTION_DUCKDB_PATH at the file of this environment, or allow the switch once with "
+                f"RETENTION_ALLOW_TARGET_CHANGE={','.join(conflicts)}."
             )
-        elif target.system in allow:
-            con.execute(
-                "UPDATE pipeline.bindings SET replaced_at = ? WHERE system = ? AND replaced_at IS NULL",
-                [now, target.system],
-            )
-            con.execute(
-                "INSERT INTO pipeline.bindings VALUES (?, ?, ?, ?, ?, NULL)",
-                [target.system, target.identity, ", ".join(target.variables), now, now],
-            )
-            notes.append(
-                f"{LABELS[target.system]} switched from {row[0]!r} to {target.identity!r} "
-                "(RETENTION_ALLOW_TARGET_CHANGE); acknowledged state of the old target does not count for the new one"
-            )
-        else:
-            why = (
-                f"because {' and '.join(target.variables)} {'is' if len(target.variables) == 1 else 'are'} unset"
-                if target.is_sandbox
-                else f"from {', '.join(target.variables)}"
-            )
-            conflicts.append(
-                f"{LABELS[target.system]}: the file was used with {row[0]!r}, this run resolves {target.identity!r} "
-                f"{why}"
-            )
-    if conflicts:
-        raise ConfigError(
-            f"RETENTION_DUCKDB_PATH={str(database)!r} belongs to other targets — "
-            + "; ".join(conflicts)
-            + ". Acknowledged sync state is kept per target, so a switch re-sends every member to the new target "
-            "(and a sandbox never reaches the real one). Restore the variables, point RETENTION_DUCKDB_PATH at the "
-            "file of this environment, or allow the switch once with RETENTION_ALLOW_TARGET_CHANGE="
-            + _allow_hint(conflicts, targets)
-            + "."
-        )
     for note in notes:
         if log is not None:
             log(note)
     return notes
 
 
-def _allow_hint(conflicts: list[str], targets: list[Target]) -> str:
-    systems = [t.system for t in targets if any(c.startswith(LABELS[t.system] + ":") for c in conflicts)]
-    return ",".join(systems)
+def _conflict(target: Target, recorded: str) -> str:
+    verb = "is" if len(target.variables) == 1 else "are"
+    why = (
+        f"because {' and '.join(target.variables)} {verb} unset"
+        if target.is_sandbox
+        else f"from {', '.join(target.variables)}"
+    )
+    return f"{LABELS[target.system]}: the file was used with {recorded!r}, this run resolves {target.identity!r} {why}"
 
 
 def current_bindings(con: duckdb.DuckDBPyConnection) -> dict[str, str]:

@@ -24,12 +24,12 @@ from retention_pipeline.destinations.sync import (
     ensure_tables,
     run_sync,
 )
-from retention_pipeline.environment import SANDBOX, SYSTEMS, Target, resolve, verify_bindings
+from retention_pipeline.environment import SANDBOX, Target, resolve, verify_bindings
 from retention_pipeline.models.assets import WRITES
 from retention_pipeline.partitions import BY_CADENCE
 from retention_pipeline.segments.engine import SuppressionStatus, suppression_status
 from retention_pipeline.segments.engine import ensure_tables as ensure_segment_tables
-from retention_pipeline.segments.project import AD_DESTINATIONS, Segment
+from retention_pipeline.segments.project import AD_DESTINATIONS, Segment, routed_destinations
 from retention_pipeline.warehouse import DuckDBWarehouse
 
 GROUP = "destinations"
@@ -136,13 +136,18 @@ def plan_units(
     return units
 
 
+def _unit_targets(resolved: dict[str, Target], routing: Routing) -> dict[str, Callable[[Segment], str]]:
+    """destination → (segment → the target its acknowledged state is kept under)."""
+    return {
+        d: functools.partial(_target, d, target=target, routing=routing) for d, target in resolved.items()
+    }
+
+
 def next_units(con, segments: list[Segment], cadence: str) -> list[SyncUnit]:
     """What the cadence's next sync would reconcile, targets resolved from the environment (no network): for tools
     that inspect a plan without running it (the fault suite, previews). Its own segments count as current."""
-    used = sorted({d for s in segments if s.purpose == "target" for d in s.destinations} & set(SYSTEMS))
-    routing = load_routing()
-    resolved = {t.system: t for t in resolve(used)}
-    targets = {d: functools.partial(_target, d, target=resolved[d], routing=routing) for d in used}
+    resolved = {t.system: t for t in resolve(routed_destinations(segments))}
+    targets = _unit_targets(resolved, load_routing())
     ensure_segment_tables(con)
     status = _segment_status(con)
     as_of = max((a for name, (a, _) in status.items() for s in segments if s.name == name and s.cadence == cadence),
@@ -191,7 +196,7 @@ STATE_CHECKS = {
 
 def build_sync_asset(cadence: str, segments: list[Segment]) -> dg.AssetsDefinition:
     key = dg.AssetKey(["sync", f"activation_{cadence}"])
-    used = sorted({d for s in segments if s.purpose == "target" for d in s.destinations} & set(SYSTEMS))
+    used = routed_destinations(segments)
 
     @dg.asset(
         key=key,
@@ -249,9 +254,7 @@ def build_sync_asset(cadence: str, segments: list[Segment]) -> dg.AssetsDefiniti
             status = _segment_status(con)
             suppression = suppression_status(con)
         routing = with_sandbox_objects(routing, connections["customerio"], connections["meta"])
-        targets = {
-            d: functools.partial(_target, d, target=connections[d].target, routing=routing) for d in used
-        }
+        targets = _unit_targets({d: connections[d].target for d in used}, routing)
         units = plan_units(segments, cadence, as_of, status, suppression, targets)
         for unit in units:
             if unit.skipped:

@@ -450,12 +450,12 @@ def run_sync(
             "INSERT INTO sync.runs VALUES (?, ?, ?, ?, ?, NULL, 'running')",
             [ctx.sync_id, ctx.cadence, ctx.partition_key, dry_run, started],
         )
-        compute_plan(con, units)
+        write_units(con, units)
         adopted = adopt_legacy_state(con)
         if adopted:
             log(f"{adopted} acknowledged state rows written before targets were recorded now belong to this file's "
                 "targets")  # fmt: skip
-            compute_plan(con, units)
+        compute_plan(con, units)
         # The newest plan per segment stays queryable (this is what a dry run "shows").
         con.execute(
             """DELETE FROM sync.last_plan WHERE segment IN (SELECT DISTINCT segment FROM sync_plan)

@@ -58,7 +58,7 @@ def record_outcomes(
 def failing_error_tests(
     con: duckdb.DuckDBPyConnection, tables: list[str], cadence: str, as_of: datetime
 ) -> dict[str, str]:
-    """ "model.test" → "model.test failed (N rows)" for ERROR tests failing on the given models.
+    """ERROR tests failing on the given models, as "model.test" → "model.test failed (N rows)".
 
     A partitioned model is judged on this partition (cadence, as_of); an unpartitioned one on its newest outcome."""
     ensure_tables(con)

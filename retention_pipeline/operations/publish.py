@@ -7,12 +7,10 @@ RETENTION_PUBLISHED_MODE (owner-only by default) before the rename: it is never 
 configured. RETENTION_PUBLISH_CONTACTS=hashed publishes SHA-256 hashes instead of emails and phones.
 """
 
-import hashlib
 import os
 import re
 import shutil
 import time
-from contextlib import closing
 from pathlib import Path
 
 import dagster as dg
@@ -20,6 +18,7 @@ import duckdb
 
 from retention_pipeline.config import ConfigError, env
 from retention_pipeline.destinations.definitions import defs as destination_defs
+from retention_pipeline.destinations.identity import sha256_hex
 from retention_pipeline.measurement.definitions import defs as measurement_defs
 from retention_pipeline.warehouse import DuckDBWarehouse, resolve_duckdb_path
 
@@ -99,10 +98,9 @@ def publish(warehouse: DuckDBWarehouse, target: Path, mode: int = 0o600, hash_co
 def _snapshot(warehouse: DuckDBWarehouse, snapshot: Path) -> None:
     """Checkpoint, then copy the file bytes while holding the write lock (no writer can interleave).
 
-    `closing`: a CHECKPOINT that fails (a full disk) invalidates the database in this process until its last
-    connection closes, and dagster-duckdb closes only after a clean block; a traceback kept alive would otherwise
-    fail every later run in the process."""
-    with warehouse.connect() as con, closing(con):
+    A CHECKPOINT that fails (a full disk) invalidates the database in this process until its last connection
+    closes; `warehouse.connect()` closes it on any exit, so later runs in the process are not poisoned."""
+    with warehouse.connect() as con:
         try:
             con.execute("CHECKPOINT")
         except duckdb.Error as exc:
@@ -160,7 +158,7 @@ def _hash_identifiers(con: duckdb.DuckDBPyConnection, table: str, column: str, d
 def _hash_match(match: re.Match) -> str:
     """The hex digest DuckDB's sha256() gives, of the email lowercased or of the phone as found."""
     value = match.group()
-    return hashlib.sha256((value.lower() if "@" in value else value).encode()).hexdigest()
+    return sha256_hex(value.lower() if "@" in value else value)
 
 
 def _quote(identifier: str) -> str:

@@ -101,16 +101,14 @@ def build_segment_asset(
                     f"{FEATURES_TABLE} has no rows for cadence={cadence}, as_of={as_of:%Y-%m-%d %H:%M}: materialize "
                     f"analytics/customer_features_{cadence} for partition {context.partition_key} first."
                 )
-            failing = failing_error_tests(con, gated_models, cadence, as_of)
             stats = compute_partition(
                 con,
                 segments,
                 cadence,
                 context.partition_key,
                 as_of,
-                set(config.override_guard),
-                None,
-                failing,
+                override=set(config.override_guard),
+                failing_tests=failing_error_tests(con, gated_models, cadence, as_of),
             )
             checks = [
                 dg.AssetCheckResult(

@@ -18,7 +18,8 @@ from retention_pipeline.models.project import SQL_ROOT, ModelError, table_refs
 SEGMENTS_ROOT = SQL_ROOT / "segments"
 CADENCES = ("hourly", "daily", "weekly")
 PURPOSES = ("target", "suppress")
-DESTINATIONS = ("customerio", "meta", "google", "warehouse")
+SENT_DESTINATIONS = ("customerio", "meta", "google")  # reached over the network, with credentials
+DESTINATIONS = (*SENT_DESTINATIONS, "warehouse")
 AD_DESTINATIONS = ("meta", "google")
 SUPPRESSION_SEGMENT = "do_not_retarget"
 FEATURES = "features"
@@ -57,6 +58,14 @@ class Segment:
     @property
     def ad_destinations(self) -> tuple[str, ...]:
         return tuple(d for d in self.destinations if d in AD_DESTINATIONS)
+
+
+def routed_destinations(segments: list[Segment]) -> list[str]:
+    """The networked destinations some target segment routes to: the ones a run needs credentials (or a sandbox)
+    for."""
+    return sorted(
+        {d for s in segments if s.purpose == "target" for d in s.destinations} & set(SENT_DESTINATIONS)
+    )
 
 
 def _fail(path: Path, message: str) -> SegmentError:
