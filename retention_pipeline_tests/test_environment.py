@@ -3,7 +3,7 @@
 import duckdb
 import pytest
 
-from retention_pipeline.__main__ import main
+from retention_pipeline.cli import main
 from retention_pipeline.config import ConfigError
 from retention_pipeline.environment import (
     SYSTEMS,

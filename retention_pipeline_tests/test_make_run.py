@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import duckdb
 
-from retention_pipeline.__main__ import main
+from retention_pipeline.cli import main
 from retention_pipeline.warehouse import resolve_duckdb_path
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from retention_pipeline.__main__ import main
+from retention_pipeline.cli import main
 from retention_pipeline.operations.publish import published_path
 
 

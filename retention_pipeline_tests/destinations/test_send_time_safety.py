@@ -5,7 +5,7 @@ checks verifying what was acknowledged rather than the routing view."""
 import dagster as dg
 import duckdb
 
-from retention_pipeline.__main__ import main
+from retention_pipeline.cli import main
 from retention_pipeline.definitions import defs
 from retention_pipeline.destinations.identity import email_sha256, google_email_sha256, meta_phone_sha256
 from retention_pipeline.warehouse import resolve_duckdb_path

@@ -9,7 +9,7 @@ import duckdb
 import metronome
 import pytest
 
-from retention_pipeline.__main__ import main
+from retention_pipeline.cli import main
 from retention_pipeline.config import ConfigError
 from retention_pipeline.source import extract
 from retention_pipeline.source.contacts import ContactsResource

@@ -1,0 +1,5 @@
+"""`retention new-segment` (issue 13; being written)."""
+
+
+def register(sub) -> None:
+    sub.add_parser("new-segment", help="(not yet available)").set_defaults(handler=lambda args: 1)
