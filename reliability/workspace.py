@@ -365,7 +365,11 @@ class Workspace:
         if destinations is not None:
             # Every scenario gets fresh destination sandboxes on new ports, often on a file prepared with others: a
             # new target by design, so the switch is allowed (nothing acknowledged by the old one carries over).
-            self.env.update(destinations.env() | {"RETENTION_ALLOW_TARGET_CHANGE": "customerio,meta,google"})
+            self.env.update(
+                destinations.env()
+                # Fresh files with real-looking destinations: the first-run flag is a deliberate choice here.
+                | {"RETENTION_ALLOW_TARGET_CHANGE": "customerio,meta,google", "RETENTION_FIRST_RUN": "1"}
+            )
         self.runs = 0
 
     def close(self) -> None:

@@ -21,7 +21,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Setting:
-    """One documented env var with its default (the README's configuration table is generated from these)."""
+    """One documented env var with its default (docs/configuration.md is generated from these by `make docs`)."""
 
     name: str
     default: str | None
@@ -115,6 +115,19 @@ SETTINGS: dict[str, Setting] = {
             None,
             "1 (all) or a comma list of metronome, customerio, meta, google: lets this run replace the source or "
             "destination target recorded in the DuckDB file (acknowledged state does not carry over).",
+        ),
+        Setting(
+            "RETENTION_RUN_HISTORY_DAYS",
+            "30",
+            "Daily partitions of features and segments `retention run` keeps computed, the latest included (only "
+            "missing ones are computed; never synced). 1: only the latest day.",
+        ),
+        Setting(
+            "RETENTION_FIRST_RUN",
+            None,
+            "1: this run may start a new DuckDB file while real destination credentials are set (`retention run "
+            "--first-run` sets it). Without it such a run stops before anything happens, because a new file at a "
+            "mistyped RETENTION_DUCKDB_PATH would re-send every member. Unset it after the first run.",
         ),
         Setting(
             "RETENTION_EXPORT_DIR", "data/exports", "Folder for the warehouse destination's Parquet files."

@@ -6,7 +6,9 @@ targets it has been used with (`pipeline.bindings`): acknowledged sync state is 
 acknowledged it, so a run whose targets differ from the recorded ones (a lost secret quietly selecting a sandbox, a
 token for another account) fails before it extracts or sends anything, naming the variables — unless the switch is
 allowed explicitly with RETENTION_ALLOW_TARGET_CHANGE. With RETENTION_ENV=production a missing credential is a
-configuration error instead of a sandbox.
+configuration error instead of a sandbox. A new file (no recorded destination targets, no sync state) meeting a real
+destination is refused unless RETENTION_FIRST_RUN says this is the first run: a mistyped RETENTION_DUCKDB_PATH
+would otherwise start from nothing and re-send every member.
 """
 
 from dataclasses import dataclass
@@ -29,6 +31,7 @@ REGION_HOSTS = {
     "us": ("https://track.customer.io", "https://api.customer.io"),
     "eu": ("https://track-eu.customer.io", "https://api-eu.customer.io"),
 }
+TRUE, FALSE = {"1", "true", "yes", "on"}, {"", "0", "false", "no", "off"}
 LABELS = {"metronome": "Metronome source", "customerio": "Customer.io", "meta": "Meta", "google": "Google"}
 
 DDL = """
@@ -205,6 +208,53 @@ def allowed_changes() -> set[str]:
     return names
 
 
+def first_run_allowed() -> bool:
+    """RETENTION_FIRST_RUN: a new file may meet real destinations (`retention run --first-run` sets it)."""
+    raw = (env("RETENTION_FIRST_RUN") or "").strip().lower()
+    if raw not in TRUE | FALSE:
+        raise ConfigError(f"RETENTION_FIRST_RUN={raw!r} must be 1/true or 0/false.")
+    return raw in TRUE
+
+
+def is_new_file(con: duckdb.DuckDBPyConnection) -> bool:
+    """No destination target recorded and no acknowledged sync state: nothing says who already got what."""
+    con.execute(DDL)
+    bound = con.execute("SELECT count(*) FROM pipeline.bindings WHERE system <> 'metronome'").fetchone()[0]
+    if bound:
+        return False
+    has_state = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'sync' AND table_name = 'destination_state'"
+    ).fetchone()[0]
+    return not has_state or not con.execute("SELECT count(*) FROM sync.destination_state").fetchone()[0]
+
+
+def _check_first_run(
+    con: duckdb.DuckDBPyConnection, targets: list[Target], database: Path | str
+) -> list[str]:
+    """Refuse a new file that would send to real destinations, unless RETENTION_FIRST_RUN says it is meant."""
+    real = [t for t in targets if t.system != "metronome" and not t.is_sandbox]
+    if not real:
+        return []
+    new, allowed = is_new_file(con), first_run_allowed()
+    if new and not allowed:
+        resolved = Path(database).resolve()
+        raise ConfigError(
+            f"RETENTION_DUCKDB_PATH={str(database)!r}"
+            + ("" if str(resolved) == str(database) else f" ({resolved})")
+            + " is a new DuckDB file: it records "
+            "no destination targets and no sync state, so this run would send every member to "
+            + ", ".join(t.describe() for t in real)
+            + ". If the path is mistyped, fix RETENTION_DUCKDB_PATH. If this really is the first run, pass "
+            "`retention run --first-run` (or set RETENTION_FIRST_RUN=1 for runs started from the UI or a schedule)."
+        )
+    if new:
+        return ["first run for these destinations (RETENTION_FIRST_RUN): every member is sent"]
+    if allowed:
+        return ["RETENTION_FIRST_RUN is set but this file already has targets or sync state; unset it, so a "
+                "mistyped RETENTION_DUCKDB_PATH is caught"]  # fmt: skip
+    return []
+
+
 def verify_bindings(
     con: duckdb.DuckDBPyConnection, targets: list[Target], database: Path | str, log=None
 ) -> list[str]:
@@ -214,7 +264,7 @@ def verify_bindings(
     con.execute(DDL)
     allow = allowed_changes()
     now = datetime.now(UTC).replace(tzinfo=None)
-    notes, conflicts = [], {}
+    notes, conflicts = _check_first_run(con, targets, database), {}
     with transaction(con):
         for target in targets:
             row = con.execute(

@@ -1,5 +1,9 @@
-"""Partition definitions, defined once: every cadence-partitioned asset and job uses these constants."""
+"""Partition definitions, defined once: every cadence-partitioned asset and job uses these constants.
 
+Every cadence-partitioned asset handles a partition range in one step (`BackfillPolicy.single_run()`), so a
+backfill of 30 days is one run, and the jobs see one backfill policy."""
+
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import dagster as dg
@@ -11,9 +15,69 @@ DAILY = dg.DailyPartitionsDefinition(start_date=PARTITIONS_START, timezone="UTC"
 WEEKLY = dg.WeeklyPartitionsDefinition(start_date=PARTITIONS_START, timezone="UTC")
 
 BY_CADENCE = {"hourly": HOURLY, "daily": DAILY, "weekly": WEEKLY}
+STEP = {"hourly": timedelta(hours=1), "daily": timedelta(days=1), "weekly": timedelta(weeks=1)}
 
 
 def latest_complete_partition(cadence: str, now: datetime) -> str:
     """The key of the newest partition of the cadence that has fully ended at `now`."""
-    step = {"hourly": timedelta(hours=1), "daily": timedelta(days=1), "weekly": timedelta(weeks=1)}[cadence]
-    return BY_CADENCE[cadence].get_partition_key_for_timestamp((now - step).timestamp())
+    return BY_CADENCE[cadence].get_partition_key_for_timestamp((now - STEP[cadence]).timestamp())
+
+
+def last_partitions(cadence: str, latest: str, count: int) -> list[str]:
+    """The `count` partition keys of the cadence ending with `latest`, oldest first (fewer near the start).
+
+    Counted back from `latest` rather than listed up to the wall clock, so a pinned sandbox clock works too."""
+    partitions_def = BY_CADENCE[cadence]
+    latest_start = partitions_def.time_window_for_partition_key(latest).start
+    starts = [latest_start - i * STEP[cadence] for i in range(count)]
+    first = partitions_def.start
+    return [
+        partitions_def.get_partition_key_for_timestamp(start.timestamp())
+        for start in reversed(starts)
+        if start >= first
+    ]
+
+
+def partitions_of_run(context: dg.AssetExecutionContext, cadence: str) -> list[tuple[str, datetime]]:
+    """(partition key, as_of = its end) of every partition this step materializes, oldest first: one for a
+    scheduled run, the whole range for a backfill."""
+    partitions_def = BY_CADENCE[cadence]
+    keys: Sequence[str] = context.partition_keys
+    windows = [(key, partitions_def.time_window_for_partition_key(key).end) for key in keys]
+    return sorted(windows, key=lambda item: item[1])
+
+
+def partitioned_asset(
+    *,
+    key: dg.AssetKey,
+    cadence: str,
+    deps: Sequence = (),
+    description: str,
+    metadata: dict,
+    kinds: set[str],
+    group_name: str,
+    tags: dict | None = None,
+    check_specs: Sequence[dg.AssetCheckSpec] = (),
+    **op_kwargs,
+):
+    """A cadence-partitioned asset computed over a partition range in one step (BackfillPolicy.single_run()).
+
+    A multi_asset with one spec: `backfill_policy` is a beta parameter of `@asset` (a BetaWarning on every load) but
+    not of `@multi_asset`. The op is named like `@asset` names it (`segments__members_daily`), so step keys stay."""
+    spec = dg.AssetSpec(
+        key,
+        deps=list(deps),
+        description=description,
+        metadata=metadata,
+        kinds=kinds,
+        group_name=group_name,
+        tags={"cadence": cadence, **(tags or {})},
+    )
+    return dg.multi_asset(
+        name=key.to_python_identifier(),
+        specs=[spec],
+        partitions_def=BY_CADENCE[cadence],
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        check_specs=list(check_specs),
+        **op_kwargs,
+    )

@@ -1,6 +1,7 @@
 import dagster as dg
 
 from retention_pipeline.definitions import defs
+from retention_pipeline.partitions import DAILY, HOURLY
 
 EXPECTED_SOURCE_ASSETS = {
     "raw/metronome_customers", "raw/metronome_billable_metrics", "raw/metronome_contracts", "raw/metronome_invoices",
@@ -37,3 +38,12 @@ def test_each_cadence_job_holds_only_its_own_cadence():
         keys = repo.get_job(job).asset_layer.executable_asset_keys
         assert dg.AssetKey(["segments", f"members_{cadence}"]) in keys
         assert {graph.get(k).tags.get("cadence", cadence) for k in keys} == {cadence}, job
+
+
+def test_cadence_jobs_take_partitions_from_their_assets_and_run_steps_in_process():
+    repo = defs.get_repository_def()
+    for job, partitions in (("daily_retention", DAILY), ("hourly_retention", HOURLY)):
+        assert repo.get_job(job).partitions_def == partitions, job
+    # Every step is in the duckdb pool (limit 1), so a process per step would only add a definitions import each.
+    assert {job.executor_def.name for job in repo.get_all_jobs()} == {"in_process"}
+    assert {s.cron_schedule for s in repo.schedule_defs} == {"10 * * * *", "40 0 * * *"}

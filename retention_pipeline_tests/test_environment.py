@@ -8,6 +8,7 @@ from retention_pipeline.config import ConfigError
 from retention_pipeline.environment import (
     SYSTEMS,
     current_bindings,
+    is_new_file,
     meta_target,
     metronome_target,
     resolve,
@@ -67,6 +68,7 @@ def test_first_use_is_recorded_and_the_same_targets_pass(tmp_path):
 def test_a_lost_secret_fails_naming_the_variables(tmp_path, monkeypatch):
     monkeypatch.setenv("META_ACCESS_TOKEN", "t")
     monkeypatch.setenv("META_AD_ACCOUNT_ID", "42")
+    monkeypatch.setenv("RETENTION_FIRST_RUN", "1")  # a new file meeting a real destination
     with _con(tmp_path) as con:
         verify_bindings(con, resolve(SYSTEMS), "x.duckdb")
         monkeypatch.delenv("META_ACCESS_TOKEN")
@@ -108,3 +110,65 @@ def test_make_run_in_production_with_nothing_set_stops_before_running(monkeypatc
         .execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'raw'")
         .fetchone()[0]
     )
+
+
+def _real_meta(monkeypatch):
+    monkeypatch.setenv("META_ACCESS_TOKEN", "t")
+    monkeypatch.setenv("META_AD_ACCOUNT_ID", "42")
+
+
+def test_a_new_file_meeting_a_real_destination_stops_and_asks_for_the_first_run_flag(tmp_path, monkeypatch):
+    _real_meta(monkeypatch)
+    path = tmp_path / "typo" / ".." / "retention.duckdb"
+    with _con(tmp_path) as con:
+        with pytest.raises(ConfigError) as error:
+            verify_bindings(con, resolve(SYSTEMS), path)
+        message = str(error.value)
+        assert f"RETENTION_DUCKDB_PATH={str(path)!r}" in message and str(path.resolve()) in message
+        assert "Meta 'act_42 @ graph.facebook.com/v25.0'" in message
+        assert "retention run --first-run" in message and "RETENTION_FIRST_RUN=1" in message
+        assert current_bindings(con) == {}  # nothing recorded: the next attempt is refused the same way
+
+        monkeypatch.setenv("RETENTION_FIRST_RUN", "1")
+        notes = verify_bindings(con, resolve(SYSTEMS), path)
+        assert any("first run" in note for note in notes)
+        assert current_bindings(con)["meta"] == "act_42 @ graph.facebook.com/v25.0"
+
+        # From now on the file is not new: no flag needed, and a flag left set is pointed out.
+        assert not is_new_file(con)
+        assert any("unset it" in note for note in verify_bindings(con, resolve(SYSTEMS), path))
+        monkeypatch.delenv("RETENTION_FIRST_RUN")
+        assert verify_bindings(con, resolve(SYSTEMS), path) == []
+
+
+def test_sandbox_destinations_never_need_the_first_run_flag(tmp_path, monkeypatch):
+    monkeypatch.setenv("METRONOME_BEARER_TOKEN", "t")  # a real source alone sends nothing anywhere
+    with _con(tmp_path) as con:
+        assert is_new_file(con)
+        assert len(verify_bindings(con, resolve(SYSTEMS), tmp_path / "x.duckdb")) == 4
+
+
+def test_a_file_with_sync_state_but_no_bindings_is_not_new(tmp_path, monkeypatch):
+    """Files written before targets were recorded hold acknowledged state: they are not a fresh start."""
+    _real_meta(monkeypatch)
+    with _con(tmp_path) as con:
+        con.execute("CREATE SCHEMA sync; CREATE TABLE sync.destination_state (segment VARCHAR)")
+        assert is_new_file(con)
+        con.execute("INSERT INTO sync.destination_state VALUES ('usage_drop_wow')")
+        assert not is_new_file(con)
+        assert verify_bindings(con, resolve(["meta"]), tmp_path / "x.duckdb")
+
+
+def test_a_metronome_binding_alone_does_not_make_the_file_known_to_destinations(tmp_path, monkeypatch):
+    with _con(tmp_path) as con:
+        verify_bindings(con, resolve(["metronome"]), tmp_path / "x.duckdb")  # an extraction-only run
+        _real_meta(monkeypatch)
+        with pytest.raises(ConfigError, match="--first-run"):
+            verify_bindings(con, resolve(["meta"]), tmp_path / "x.duckdb")
+
+
+def test_first_run_flag_values_are_validated(tmp_path, monkeypatch):
+    _real_meta(monkeypatch)
+    monkeypatch.setenv("RETENTION_FIRST_RUN", "maybe")
+    with _con(tmp_path) as con, pytest.raises(ConfigError, match="RETENTION_FIRST_RUN='maybe'"):
+        verify_bindings(con, resolve(SYSTEMS), tmp_path / "x.duckdb")

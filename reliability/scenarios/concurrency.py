@@ -1,10 +1,11 @@
 """Overlapping hourly and daily runs on one Dagster instance, with an analyst reading the published copy throughout.
 
-A real instance: a temporary DAGSTER_HOME holding the repository's dagster.yaml (the `duckdb` pool limited to 1).
-Both jobs start at once through `dagster job execute` (in-process executor, as `make run` does), each in its own
-process, while a third process queries the published copy in a loop. Lock failures are counted in both runs'
-output and in the reader; the instance's pool is sampled while they run, so the report says what serialized the
-writers: the pool (steps "blocked by limit for pool duckdb") or DuckDB's own lock retry in the resource.
+A real instance: a temporary DAGSTER_HOME holding the repository's dagster_instance.yaml (the `duckdb` pool limited to 1).
+Both jobs start at once through `dg launch --job … --partition …` from the repo root (the jobs' in-process
+executor, as `make run` uses), each in its own process, while a third process queries the published copy in a loop. Lock
+failures are counted in both runs' output and in the reader; the instance's pool is sampled while they run, so the
+report says what serialized the writers: the pool (steps "blocked by limit for pool duckdb") or DuckDB's own lock
+retry in the resource.
 """
 
 from __future__ import annotations
@@ -64,15 +65,14 @@ def scenario(suite: Suite) -> Row:
     ws = suite.workspace("concurrency", history_days=ACTIVATION_HISTORY_DAYS, destinations=True)
     home = ws.path / "dagster_home"
     home.mkdir()
-    shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
-    config = ws.path / "in_process.yaml"
-    config.write_text("execution:\n  config:\n    in_process: {}\n")
+    shutil.copyfile(REPO / "dagster_instance.yaml", home / "dagster.yaml")
     warm = ws.run("daily_retention", "2026-11-18")  # the analysts' copy exists before the overlap starts
     if not warm.success:
         row.case(False, message=f"warm-up run failed: {warm.message}")
         ws.close()
         return row
-    env = child_env({**ws.env, "DAGSTER_HOME": str(home)})
+    # VIRTUAL_ENV as `make` exports it: dg warns when the active venv is not the project's .venv.
+    env = child_env({**ws.env, "DAGSTER_HOME": str(home), "VIRTUAL_ENV": str(REPO / ".venv")})
     stop, out = ws.path / "stop-reader", ws.path / "reader.json"
     reader = subprocess.Popen(
         [sys.executable, "-c", READER, ws.env["RETENTION_PUBLISHED_PATH"], str(stop), str(out)],
@@ -84,17 +84,12 @@ def scenario(suite: Suite) -> Row:
     runs = {
         job: subprocess.Popen(
             [
-                str(REPO / ".venv" / "bin" / "dagster"),
-                "job",
-                "execute",
-                "-m",
-                "retention_pipeline.definitions",
-                "-j",
+                str(REPO / ".venv" / "bin" / "dg"),
+                "launch",
+                "--job",
                 job,
-                "-c",
-                str(config),
-                "--tags",
-                json.dumps({"dagster/partition": partition}),
+                "--partition",
+                partition,
             ],
             env=env,
             cwd=REPO,

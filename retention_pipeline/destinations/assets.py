@@ -26,7 +26,7 @@ from retention_pipeline.destinations.sync import (
 )
 from retention_pipeline.environment import SANDBOX, Target, resolve, verify_bindings
 from retention_pipeline.models.assets import WRITES
-from retention_pipeline.partitions import BY_CADENCE
+from retention_pipeline.partitions import partitioned_asset, partitions_of_run
 from retention_pipeline.segments.engine import SuppressionStatus, suppression_status
 from retention_pipeline.segments.engine import ensure_tables as ensure_segment_tables
 from retention_pipeline.segments.project import AD_DESTINATIONS, Segment, routed_destinations
@@ -198,18 +198,18 @@ def build_sync_asset(cadence: str, segments: list[Segment]) -> dg.AssetsDefiniti
     key = dg.AssetKey(["sync", f"activation_{cadence}"])
     used = routed_destinations(segments)
 
-    @dg.asset(
+    @partitioned_asset(
         key=key,
+        cadence=cadence,
         deps=[dg.AssetKey(["segments", f"members_{cadence}"])],
         group_name=GROUP,
         kinds={"customerio", "meta", "google", "duckdb"},
         pool="duckdb",
-        partitions_def=BY_CADENCE[cadence],
-        tags={"cadence": cadence},
         description=(
             f"Pushes only what changed in the {cadence} segments since the last acknowledged sync to Customer.io, "
             "Meta and Google (sync.ledger, sync.destination_state), removes currently suppressed people from every "
-            "segment's ad audiences, and exports the partition as Parquet."
+            "segment's ad audiences, and exports the partition as Parquet. Over a partition range only the newest "
+            "partition is synced."
         ),
         metadata={
             "dagster/table_name": "sync.destination_state",
@@ -238,7 +238,14 @@ def build_sync_asset(cadence: str, segments: list[Segment]) -> dg.AssetsDefiniti
     ) -> dg.MaterializeResult:
         dry_run = dry_run_requested(config)
         threshold = env_parsed("RETENTION_COVERAGE_MIN_PCT", float, what="a percentage")
-        as_of = context.partition_time_window.end.replace(tzinfo=None)
+        # Destinations hold one current state: only the newest partition of a range can be synced.
+        partitions = partitions_of_run(context, cadence)
+        partition_key, as_of = partitions[-1][0], partitions[-1][1].replace(tzinfo=None)
+        if len(partitions) > 1:
+            context.log.info(
+                f"{len(partitions) - 1} older partition(s) of the range ({partitions[0][0]}…{partitions[-2][0]}) "
+                f"are never synced; syncing {partition_key}"
+            )
         routing = load_routing()
         connections = {
             "customerio": customerio.connection(),
@@ -270,14 +277,14 @@ def build_sync_asset(cadence: str, segments: list[Segment]) -> dg.AssetsDefiniti
             "meta": MetaAdapter(connections["meta"].client, routing),
             "google": GoogleAdapter(connections["google"].client, routing),
         }
-        ctx = SyncContext(f"{context.run_id}:{context.partition_key}", cadence, context.partition_key, as_of)
+        ctx = SyncContext(f"{context.run.run_id}:{partition_key}", cadence, partition_key, as_of)
         reports = run_sync(duckdb.connect, units, adapters, ctx, dry_run=dry_run, log=context.log.info)
         exported = {}
         with duckdb.connect() as con:
             state = check_state(con, units, suppression.problem is None)
             if not dry_run:
                 exported = warehouse_export.export_partition(
-                    con, warehouse_export.export_dir(), cadence, context.partition_key
+                    con, warehouse_export.export_dir(), cadence, partition_key
                 )
             for r in reports:
                 if r.destination == "meta" and r.removes:

@@ -16,7 +16,7 @@ import duckdb
 from retention_pipeline.config import env, positive_int
 from retention_pipeline.models import quality
 from retention_pipeline.models.project import THIS, Model
-from retention_pipeline.partitions import BY_CADENCE
+from retention_pipeline.partitions import partitioned_asset, partitions_of_run
 from retention_pipeline.redact import redact
 from retention_pipeline.warehouse import DuckDBWarehouse, transaction
 
@@ -59,10 +59,12 @@ def set_run_variables(con: duckdb.DuckDBPyConnection, cadence: str | None, as_of
     )
 
 
-def build_model(con: duckdb.DuckDBPyConnection, model: Model) -> int | None:
+def build_model(con: duckdb.DuckDBPyConnection, model: Model, evolve: bool = True) -> int | None:
     """Create or replace the model's table/view; a partitioned model replaces only its (cadence, as_of) rows.
 
-    Returns the rows written, or None for a view (counting would evaluate it over all history on every run)."""
+    `evolve=False` skips creating the table and matching its columns to the SQL (done for the first partition of a
+    range already). Returns the rows written, or None for a view (counting would evaluate it over all history on
+    every run)."""
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {model.schema}")
     if model.materialized == "view":
         con.execute(f"CREATE OR REPLACE VIEW {model.table} AS {model.sql}")
@@ -70,8 +72,9 @@ def build_model(con: duckdb.DuckDBPyConnection, model: Model) -> int | None:
     if not model.partitioned:
         con.execute(f"CREATE OR REPLACE TABLE {model.table} AS {model.sql}")
         return con.execute(f"SELECT count(*) FROM {model.table}").fetchone()[0]
-    con.execute(f"CREATE TABLE IF NOT EXISTS {model.table} AS SELECT * FROM ({model.sql}) LIMIT 0")
-    evolve_columns(con, model)
+    if evolve:
+        con.execute(f"CREATE TABLE IF NOT EXISTS {model.table} AS SELECT * FROM ({model.sql}) LIMIT 0")
+        evolve_columns(con, model)
     with transaction(con):
         con.execute(
             f"DELETE FROM {model.table} WHERE cadence = getvariable('cadence') AND as_of = getvariable('as_of')"
@@ -169,64 +172,153 @@ def _static_metadata(model: Model) -> dict:
     return metadata
 
 
+def _check_specs(model: Model, key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
+    return [
+        dg.AssetCheckSpec(
+            test.name,
+            asset=key,
+            blocking=test.blocking,
+            description=f"{test.kind} test, severity {test.severity}"
+            + (": a failure blocks activation" if test.severity == "error" else ""),
+        )
+        for test in model.tests
+    ]
+
+
+def merge_check_results(
+    per_partition: list[tuple[str, list[dg.AssetCheckResult]]],
+) -> list[dg.AssetCheckResult]:
+    """One result per test for a step that built several partitions: passed only if it passed in every partition;
+    the failing rows are summed and the failing partitions named (the sample is the newest failing one's)."""
+    if len(per_partition) == 1:
+        return per_partition[0][1]
+    merged = []
+    for position, newest in enumerate(per_partition[-1][1]):
+        outcomes = [(key, results[position]) for key, results in per_partition]
+        failing = [(key, r) for key, r in outcomes if not r.passed]
+        merged.append(
+            dg.AssetCheckResult(
+                check_name=newest.check_name,
+                asset_key=newest.asset_key,
+                passed=not failing,
+                severity=newest.severity,
+                metadata={
+                    "failing_rows": sum(int(r.metadata["failing_rows"].value) for _, r in outcomes),
+                    "partitions": len(outcomes),
+                    **({"failing_partitions": ", ".join(key for key, _ in failing)} if failing else {}),
+                    **({"sample": failing[-1][1].metadata["sample"]} if failing else {}),
+                },
+            )
+        )
+    return merged
+
+
 def _model_asset(
     model: Model, cadence: str | None, deps: list[dg.AssetKey], group: str
 ) -> dg.AssetsDefinition:
     key = model_key(model, cadence)
     description = model.description or f"SQL model {model.table}."
-    if cadence:
-        description += f" ({cadence} partitions: rows for as_of = the partition end.)"
+    if not cadence:
 
-    @dg.asset(
+        @dg.asset(
+            key=key,
+            deps=deps,
+            group_name=group,
+            kinds={"duckdb", "sql"},
+            pool="duckdb",
+            description=description,
+            metadata=_static_metadata(model),
+            check_specs=_check_specs(model, key),
+        )
+        def _table(context: dg.AssetExecutionContext, duckdb: DuckDBWarehouse) -> dg.MaterializeResult:
+            started = time.monotonic()
+            with duckdb.connect() as con:
+                set_run_variables(con, None, None)
+                rows, checks = _build_and_test(con, model, key, None, None, context.run.run_id)
+                schema = _column_schema(con, model)
+                metrics = run_metrics(con, model)
+            return dg.MaterializeResult(
+                metadata={
+                    **({"dagster/row_count": rows} if rows is not None else {}),
+                    "dagster/column_schema": schema,
+                    "seconds": round(time.monotonic() - started, 3),
+                    **metrics,
+                },
+                check_results=checks,
+            )
+
+        return _table
+
+    @partitioned_asset(
         key=key,
+        cadence=cadence,
         deps=deps,
         group_name=group,
         kinds={"duckdb", "sql"},
         pool="duckdb",
-        description=description,
+        description=description + f" ({cadence} partitions: rows for as_of = the partition end.)",
         metadata=_static_metadata(model),
-        partitions_def=BY_CADENCE[cadence] if cadence else None,
-        tags={"cadence": cadence} if cadence else None,
-        check_specs=[
-            dg.AssetCheckSpec(
-                test.name,
-                asset=key,
-                blocking=test.blocking,
-                description=f"{test.kind} test, severity {test.severity}"
-                + (": a failure blocks activation" if test.severity == "error" else ""),
-            )
-            for test in model.tests
-        ],
+        check_specs=_check_specs(model, key),
     )
-    def _asset(context: dg.AssetExecutionContext, duckdb: DuckDBWarehouse) -> dg.MaterializeResult:
+    def _partitioned(context: dg.AssetExecutionContext, duckdb: DuckDBWarehouse) -> dg.MaterializeResult:
+        """Builds every partition of the step oldest → newest, each as of its own end; a range is one transaction
+        per partition, so an interrupted backfill keeps the partitions it finished."""
         started = time.monotonic()
-        as_of = context.partition_time_window.end if cadence else None
+        partitions = partitions_of_run(context, cadence)
+        per_partition, rows = [], None
         with duckdb.connect() as con:
-            set_run_variables(con, cadence, as_of)
-            rows = build_model(con, model)
-            checks = run_tests(con, model, key)
-            quality.record_outcomes(
-                con,
-                model,
-                {c.check_name: int(c.metadata["failing_rows"].value) for c in checks},
-                cadence,
-                as_of,
-                context.run_id,
-            )
+            for number, (partition_key, as_of) in enumerate(partitions, start=1):
+                if len(partitions) > 1:
+                    context.log.info(f"{model.name} {partition_key} ({number}/{len(partitions)})")
+                set_run_variables(con, cadence, as_of)
+                rows, checks = _build_and_test(
+                    con, model, key, cadence, as_of, context.run.run_id, evolve=number == 1
+                )
+                per_partition.append((partition_key, checks))
             schema = _column_schema(con, model)
-            metrics = run_metrics(con, model)
+            metrics = run_metrics(con, model)  # the newest partition's (the session variables point at it)
+        newest_as_of = partitions[-1][1]
+        # Row count and metrics describe one partition: Dagster would repeat them on every partition of a range
+        # (dagster-io/dagster#18123), so a range step reports its size instead.
+        sizes = (
+            {**({"dagster/row_count": rows} if rows is not None else {}), **metrics}
+            if len(partitions) == 1
+            else {"partitions_in_step": len(partitions)}
+        )
         return dg.MaterializeResult(
             metadata={
-                **({"dagster/row_count": rows} if rows is not None else {}),
                 "dagster/column_schema": schema,
                 "seconds": round(time.monotonic() - started, 3),
-                **({"as_of": as_of.isoformat()} if as_of else {}),
-                **metrics,
+                "as_of": newest_as_of.isoformat(),
+                **sizes,
             },
-            check_results=checks,
+            check_results=merge_check_results(per_partition),
         )
 
-    return _asset
+    return _partitioned
+
+
+def _build_and_test(
+    con: duckdb.DuckDBPyConnection,
+    model: Model,
+    key: dg.AssetKey,
+    cadence: str | None,
+    as_of: datetime | None,
+    run_id: str,
+    evolve: bool = True,
+) -> tuple[int | None, list[dg.AssetCheckResult]]:
+    """Build the model (its partition for the session's as_of), run its tests and record their outcomes."""
+    rows = build_model(con, model, evolve)
+    checks = run_tests(con, model, key)
+    quality.record_outcomes(
+        con,
+        model,
+        {c.check_name: int(c.metadata["failing_rows"].value) for c in checks},
+        cadence,
+        as_of,
+        run_id,
+    )
+    return rows, checks
 
 
 def build_model_assets(

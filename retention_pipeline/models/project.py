@@ -11,9 +11,12 @@ from dataclasses import dataclass, field
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
+import duckdb
 import sqlglot
 import yaml
 from sqlglot import exp
+
+from retention_pipeline.source.tables import create_raw_tables
 
 SQL_ROOT = Path(__file__).resolve().parents[2] / "dbt_like_sql"
 CADENCES = ("hourly", "daily", "weekly")
@@ -25,6 +28,15 @@ SEVERITIES = ("error", "warn")
 _HEADER = re.compile(r"\A\s*/\*(?P<body>.*?)\*/", re.DOTALL)
 # The current model in a custom test: `{{ this }}`.
 THIS = re.compile(r"\{\{\s*this\s*\}\}")
+# Placeholders for the session variables model SQL reads (models.assets.set_run_variables sets the real ones):
+# binding needs only their types, and definitions load must not read the environment.
+BIND_VARIABLES = {
+    "as_of": "TIMESTAMP '2026-01-01'",
+    "cadence": "'daily'",
+    "activity_metric": "NULL::VARCHAR",
+    "attribution_days": "7",
+    "lift_window_days": "14",
+}
 
 
 class ModelError(ValueError):
@@ -262,3 +274,14 @@ def upstream_models(models: list[Model], tables: set[str]) -> list[str]:
             seen.add(table)
             stack += [r for r in by_table[table].refs if r in by_table]
     return sorted(seen)
+
+
+def create_typed_views(con: duckdb.DuckDBPyConnection, models: list[Model]) -> None:
+    """Every model (in dependency order) as a view over empty raw tables, in a scratch connection: DuckDB then
+    knows each model's columns and types exactly as the SQL produces them, without any data."""
+    create_raw_tables(con)
+    for name, value in BIND_VARIABLES.items():
+        con.execute(f"SET VARIABLE {name} = {value}")
+    for model in models:
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {model.schema}")
+        con.execute(f"CREATE OR REPLACE VIEW {model.table} AS {model.sql}")

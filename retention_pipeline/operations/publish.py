@@ -20,6 +20,7 @@ from retention_pipeline.config import ConfigError, env
 from retention_pipeline.destinations.definitions import defs as destination_defs
 from retention_pipeline.destinations.identity import sha256_hex
 from retention_pipeline.measurement.definitions import defs as measurement_defs
+from retention_pipeline.models.definitions import defs as model_defs
 from retention_pipeline.warehouse import DuckDBWarehouse, resolve_duckdb_path
 
 KEY = dg.AssetKey(["operations", "published_copy"])
@@ -191,7 +192,13 @@ def _alive(pid: int) -> bool:
 
 @dg.asset(
     key=KEY,
-    deps=[key for a in [*measurement_defs.assets, *destination_defs.assets] for key in a.keys],
+    # Every unpartitioned model too: a leaf model no other asset reads (analytics.customers) must land first.
+    deps=[
+        key
+        for a in [*measurement_defs.assets, *destination_defs.assets, *model_defs.assets]
+        if a.partitions_def is None or a in destination_defs.assets
+        for key in a.keys
+    ],
     group_name="operations",
     kinds={"duckdb"},
     pool="duckdb",

@@ -11,7 +11,9 @@ from retention_pipeline.segments.project import SegmentError, load_segments
 from retention_pipeline.source.definitions import defs as source_defs
 
 _producers = table_producers([*source_defs.assets, *model_defs.assets])
-SEGMENTS = load_segments(known_tables=set(_producers))
+# Bound against the models' typed columns here, so a misspelt column fails definitions load (file:line, nearest
+# name) instead of the run of its cadence.
+SEGMENTS = load_segments(known_tables=set(_producers), models=MODELS)
 
 
 def _deps(cadence: str) -> list[dg.AssetKey]:

@@ -1,6 +1,11 @@
 """Computes every segment of one cadence partition inside DuckDB: rule → exclusions → people → holdout →
 changes → size guard, in one transaction, so a partition is always all old or all new.
 
+A segment whose rule fails on the data (a cast, a division) does not hold back its siblings: every rule is
+evaluated into a temp table before the transaction opens (DuckDB aborts a whole transaction on any error and has no
+savepoints), and a failed segment — or one excluding a failed segment — writes no partition, only a row in
+`segments.errors`, so the sync keeps treating its previous partition as current-but-stale.
+
 Python only sequences statements; membership logic is SQL (the segment files and the statements below).
 """
 
@@ -13,7 +18,13 @@ from graphlib import TopologicalSorter
 import duckdb
 
 from retention_pipeline.models.quality import is_overridden
-from retention_pipeline.segments.project import AD_DESTINATIONS, Segment
+from retention_pipeline.redact import redact
+from retention_pipeline.segments.project import (
+    AD_DESTINATIONS,
+    Segment,
+    create_features_view,
+    readable_columns,
+)
 from retention_pipeline.warehouse import transaction
 
 DDL = """
@@ -37,41 +48,38 @@ CREATE TABLE IF NOT EXISTS segments.definitions (
     exclude VARCHAR[], holdout_pct DOUBLE, min_size INTEGER, max_change_pct DOUBLE, description VARCHAR,
     sql VARCHAR
 );
+CREATE TABLE IF NOT EXISTS segments.errors (
+    segment VARCHAR NOT NULL, cadence VARCHAR NOT NULL, partition_key VARCHAR NOT NULL, as_of TIMESTAMP NOT NULL,
+    error VARCHAR NOT NULL, computed_at TIMESTAMP NOT NULL
+);
 """
 
 # Holdout bucket 0–99 from md5(segment:customer_id): stable across runs and DuckDB versions, shared by every
 # person of an account.
 HOLDOUT_BUCKET = "CAST(('0x' || left(md5(? || ':' || customer_id), 8)) AS UBIGINT) % 100"
 
+
+def members_sql(accounts_table: str) -> str:
+    """segments.members rows from a segment's accounts: one per contact of each account (person_id NULL when it
+    has none), holdout by HOLDOUT_BUCKET. Parameters: segment, cadence, partition_key, as_of, segment, holdout_pct."""
+    return f"""SELECT ?, ?, ?, ?, a.customer_id, c.person_id, a.tier, {HOLDOUT_BUCKET} < ?, a.reason
+        FROM {accounts_table} AS a LEFT JOIN raw.contacts AS c USING (customer_id)"""
+
+
 # What would be sent where (before identifier checks), one row per segment × destination × person. The identity
-# rule for a person listed under several accounts (README, "One person in several accounts"):
+# rule for a person listed under several accounts (docs/reference.md, "The identity rule"):
 # - the person is a member when any of their accounts is; tier, reason and the attributed `customer_id` come from
 #   their primary account in the segment: tier 'high' first, then the smallest customer_id;
 # - held out when any of their member accounts is held out (holdout is never contaminated);
 # - for ad destinations: excluded when any of their accounts is currently suppressed (the newest partition of every
 #   suppress segment, whichever cadence computed it), and only with marketing consent on every one of their rows.
 # Accounts without contacts keep one row with person_id NULL (counted for coverage, never sent).
-AUDIENCES_VIEW = f"""
-CREATE OR REPLACE VIEW segments.suppressed AS
-WITH newest AS (
-    SELECT p.segment, max(p.as_of) AS as_of
-    FROM segments.partitions AS p JOIN segments.definitions AS d USING (segment)
-    WHERE d.purpose = 'suppress' GROUP BY p.segment
-)
-SELECT DISTINCT m.segment, m.as_of, m.customer_id, m.reason
-FROM segments.members AS m JOIN newest USING (segment, as_of);
-
-CREATE OR REPLACE VIEW segments.audiences AS
-WITH latest AS (
-    SELECT p.segment, max(p.as_of) AS as_of
-    FROM segments.partitions AS p JOIN segments.definitions AS d USING (segment)
-    WHERE d.purpose = 'target' GROUP BY p.segment
-),
-members AS (
-    SELECT DISTINCT m.segment, m.cadence, m.partition_key, m.as_of, m.customer_id, m.person_id, m.tier,
-           m.reason, m.is_holdout
-    FROM segments.members AS m JOIN latest USING (segment, as_of)
-),
+# `members` has one row per segment × account × person (segment, cadence, partition_key, as_of, customer_id,
+# person_id, tier, reason, is_holdout); `routes` one row per target segment × destination. The view reads the latest
+# partitions and the live definitions; a preview passes a segment's uncommitted rows and its routes from the file.
+def audiences_query(members: str, routes: str) -> str:
+    return f"""
+WITH members AS ({members}),
 ranked AS (
     SELECT *,
         bool_or(is_holdout) OVER person AS person_held_out,
@@ -87,9 +95,7 @@ suppressed_people AS (
 consent AS (
     SELECT person_id, bool_and(coalesce(marketing_consent, false)) AS granted FROM raw.contacts GROUP BY person_id
 ),
-routes AS (
-    SELECT segment, unnest(destinations) AS destination FROM segments.definitions WHERE purpose = 'target'
-)
+routes AS ({routes})
 SELECT r.segment, rt.destination, r.cadence, r.partition_key, r.as_of, r.customer_id, r.person_id, r.tier,
        r.reason, r.person_accounts
 FROM ranked AS r
@@ -100,6 +106,33 @@ WHERE r.rank = 1 AND NOT r.person_held_out
        OR (r.person_id NOT IN (SELECT person_id FROM suppressed_people)
            AND r.customer_id NOT IN (SELECT customer_id FROM segments.suppressed)
            AND coalesce(c.granted, false)))
+"""
+
+
+LATEST_TARGET_MEMBERS = """
+    SELECT DISTINCT m.segment, m.cadence, m.partition_key, m.as_of, m.customer_id, m.person_id, m.tier,
+           m.reason, m.is_holdout
+    FROM segments.members AS m JOIN (
+        SELECT p.segment, max(p.as_of) AS as_of
+        FROM segments.partitions AS p JOIN segments.definitions AS d USING (segment)
+        WHERE d.purpose = 'target' GROUP BY p.segment
+    ) AS latest USING (segment, as_of)"""
+DEFINED_ROUTES = (
+    "SELECT segment, unnest(destinations) AS destination FROM segments.definitions WHERE purpose = 'target'"
+)
+
+AUDIENCES_VIEW = f"""
+CREATE OR REPLACE VIEW segments.suppressed AS
+WITH newest AS (
+    SELECT p.segment, max(p.as_of) AS as_of
+    FROM segments.partitions AS p JOIN segments.definitions AS d USING (segment)
+    WHERE d.purpose = 'suppress' GROUP BY p.segment
+)
+SELECT DISTINCT m.segment, m.as_of, m.customer_id, m.reason
+FROM segments.members AS m JOIN newest USING (segment, as_of);
+
+CREATE OR REPLACE VIEW segments.audiences AS
+{audiences_query(LATEST_TARGET_MEMBERS, DEFINED_ROUTES)}
 """
 
 
@@ -147,6 +180,9 @@ class SegmentRunError(RuntimeError):
     """A segment could not be computed; the message names the segment."""
 
 
+FAILED = "failed"  # guard_status of a segment that could not be computed for the partition
+
+
 @dataclass
 class SegmentStats:
     segment: str
@@ -162,7 +198,12 @@ class SegmentStats:
 
     @property
     def blocked(self) -> bool:
-        return self.guard_status.startswith("blocked")
+        """Held from activation: by its guard, or because it could not be computed (`failed`)."""
+        return self.guard_status.startswith("blocked") or self.guard_status == FAILED
+
+    @classmethod
+    def failure(cls, segment: str, error: str) -> SegmentStats:
+        return cls(segment, 0, 0, 0, 0, 0, None, None, FAILED, error)
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
@@ -234,23 +275,49 @@ def _test_gate(
     return status, reason
 
 
-def _segment_rows_sql(con: duckdb.DuckDBPyConnection, segment: Segment) -> str:
-    """The segment's SELECT with tier/reason added when it does not return them; fails naming the segment."""
+def segment_error(con: duckdb.DuckDBPyConnection, segment: Segment, error: duckdb.Error) -> str:
+    """A DuckDB error on the segment's SQL as `segments/<file>:<line>: <what>`; data values it quotes redacted."""
+    return redact(segment.describe_error(str(error), readable_columns(con, segment)))
+
+
+def segment_rows_sql(con: duckdb.DuckDBPyConnection, segment: Segment) -> str:
+    """The segment's SELECT with tier/reason added when it does not return them; fails naming the file."""
     sql = segment.sql()
     try:
         columns = [row[0] for row in con.execute(f"DESCRIBE ({sql})").fetchall()]
     except duckdb.Error as exc:
-        raise SegmentRunError(f"segment {segment.name} ({segment.path.name}) failed: {exc}") from exc
+        raise SegmentRunError(segment_error(con, segment, exc)) from exc
     if "customer_id" not in columns:
-        raise SegmentRunError(
-            f"segment {segment.name} ({segment.path.name}) must return a customer_id column"
-        )
+        raise SegmentRunError(f"{segment.at()}: must return a customer_id column")
     tier = "CAST(tier AS VARCHAR)" if "tier" in columns else "NULL::VARCHAR"
     reason = "CAST(reason AS VARCHAR)" if "reason" in columns else "NULL::VARCHAR"
     return (
         f"SELECT CAST(customer_id AS VARCHAR) AS customer_id, {tier} AS tier, {reason} AS reason FROM ({sql}) "
         "WHERE customer_id IS NOT NULL QUALIFY row_number() OVER (PARTITION BY customer_id ORDER BY tier, reason) = 1"
     )
+
+
+def evaluate_rule(con: duckdb.DuckDBPyConnection, segment: Segment, table: str) -> None:
+    """The segment's accounts (customer_id, tier, reason) for the session's partition into temp table `table`;
+    raises SegmentRunError naming the file when the rule fails on the data."""
+    sql = segment_rows_sql(con, segment)
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS {sql}")
+    except duckdb.Error as exc:
+        raise SegmentRunError(segment_error(con, segment, exc)) from exc
+
+
+def exclude_members(con: duckdb.DuckDBPyConnection, segment: Segment, table: str, as_of: datetime) -> None:
+    """Remove from `table` the members of every segment this one excludes: each excluded segment's latest
+    partition at or before as_of (it may have another cadence)."""
+    for other in segment.exclude:
+        con.execute(
+            f"""DELETE FROM {table} WHERE customer_id IN (
+                SELECT m.customer_id FROM segments.members AS m
+                WHERE m.segment = $seg AND m.as_of = (
+                    SELECT max(as_of) FROM segments.partitions WHERE segment = $seg AND as_of <= $as_of))""",
+            {"seg": other, "as_of": as_of},
+        )
 
 
 def compute_partition(
@@ -265,6 +332,9 @@ def compute_partition(
 ) -> list[SegmentStats]:
     """Replace the partition's rows of every segment of `cadence`; returns per-segment stats and guard status.
 
+    A segment whose rule fails on the data, or that excludes one that failed, gets guard_status `failed` (the reason
+    names its file and line), no partition and a row in segments.errors; the others are computed as usual.
+
     `failing_tests` ("model.test" → what failed) are ERROR data tests failing upstream of the features: every target
     segment of the partition is blocked from activation until they pass or are named in `override`.
 
@@ -276,20 +346,64 @@ def compute_partition(
     computed_at = (computed_at or datetime.now()).replace(tzinfo=None)
     mine = execution_order(segments_of_cadence(segments, cadence))
     ensure_tables(con)
-    con.execute(
-        "CREATE OR REPLACE TEMP VIEW features AS SELECT * FROM analytics.customer_features "
-        "WHERE cadence = getvariable('cadence') AND as_of = getvariable('as_of')"
-    )
-    stats = []
-    with transaction(con):
-        write_definitions(con, segments)
-        for segment in mine:
-            stats.append(
-                _compute_one(
-                    con, segment, cadence, partition_key, as_of, override, computed_at, failing_tests
-                )
+    create_features_view(con, "analytics.customer_features")
+    # Rules first, outside the transaction: a rule failing on the data cannot abort its siblings' partition.
+    failed: dict[str, str] = {}
+    for segment in mine:
+        failed_exclusion = next((e for e in segment.exclude if e in failed), None)
+        if failed_exclusion:
+            failed[segment.name] = (
+                f"{segment.at(header_field='exclude')}: not computed: it excludes {failed_exclusion}, which "
+                f"failed ({failed[failed_exclusion]})"
             )
+            continue
+        try:
+            evaluate_rule(con, segment, _rule_table(segment))
+        except SegmentRunError as exc:
+            failed[segment.name] = str(exc)
+    stats = []
+    try:
+        with transaction(con):
+            write_definitions(con, segments)
+            for segment in mine:
+                if segment.name in failed:
+                    _record_failure(
+                        con, segment, cadence, partition_key, as_of, failed[segment.name], computed_at
+                    )
+                    stats.append(SegmentStats.failure(segment.name, failed[segment.name]))
+                else:
+                    stats.append(
+                        _compute_one(
+                            con, segment, cadence, partition_key, as_of, override, computed_at, failing_tests
+                        )
+                    )
+    finally:
+        for segment in mine:
+            con.execute(f"DROP TABLE IF EXISTS {_rule_table(segment)}")
     return stats
+
+
+def _rule_table(segment: Segment) -> str:
+    return f"segment_rule_{segment.name}"  # segment names are snake_case identifiers
+
+
+def _record_failure(
+    con: duckdb.DuckDBPyConnection,
+    segment: Segment,
+    cadence: str,
+    partition_key: str,
+    as_of: datetime,
+    error: str,
+    computed_at: datetime,
+) -> None:
+    """No partition for a failed segment (the newest partition is what activation and suppression read, and an
+    empty one would remove everyone): its rows for the key go, and the error is kept in segments.errors."""
+    key = [segment.name, cadence, partition_key]
+    for table in ("members", "changes", "partitions", "errors"):
+        con.execute(
+            f"DELETE FROM segments.{table} WHERE segment = ? AND cadence = ? AND partition_key = ?", key
+        )
+    con.execute("INSERT INTO segments.errors VALUES (?, ?, ?, ?, ?, ?)", [*key, as_of, error, computed_at])
 
 
 def _compute_one(
@@ -303,24 +417,15 @@ def _compute_one(
     failing_tests: dict[str, str],
 ) -> SegmentStats:
     key = [segment.name, cadence, partition_key]
-    con.execute(f"CREATE OR REPLACE TEMP TABLE segment_accounts AS {_segment_rows_sql(con, segment)}")
-    for other in segment.exclude:
-        # The excluded segment's latest partition at or before this as_of (it may have another cadence).
-        con.execute(
-            """DELETE FROM segment_accounts WHERE customer_id IN (
-                SELECT m.customer_id FROM segments.members AS m
-                WHERE m.segment = $seg AND m.as_of = (
-                    SELECT max(as_of) FROM segments.partitions WHERE segment = $seg AND as_of <= $as_of))""",
-            {"seg": other, "as_of": as_of},
-        )
-    for table in ("members", "changes", "partitions"):
+    accounts_table = _rule_table(segment)
+    # Exclusions inside the transaction: an excluded segment of this cadence was just written above.
+    exclude_members(con, segment, accounts_table, as_of)
+    for table in ("members", "changes", "partitions", "errors"):
         con.execute(
             f"DELETE FROM segments.{table} WHERE segment = ? AND cadence = ? AND partition_key = ?", key
         )
     con.execute(
-        f"""INSERT INTO segments.members
-        SELECT ?, ?, ?, ?, a.customer_id, c.person_id, a.tier, {HOLDOUT_BUCKET} < ?, a.reason
-        FROM segment_accounts AS a LEFT JOIN raw.contacts AS c USING (customer_id)""",
+        f"INSERT INTO segments.members {members_sql(accounts_table)}",
         [*key, as_of, segment.name, segment.holdout_pct],
     )
     # The partition just before this one in the same cadence: a suppress segment, computed by every cadence, has one

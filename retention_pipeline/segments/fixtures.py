@@ -14,7 +14,8 @@ A fixture file (YAML, `dbt_like_sql/segments/tests/*.yml`):
       usage_drop_wow: {meta: [drop_exactly_40]}
 
 The fixture runs the real models (on empty raw tables, so the schema is the real one), then the real segment
-engine, in a throwaway DuckDB file.
+engine, in a throwaway DuckDB file. Every segment needs a fixture that states its expectations
+(`missing_fixture_message` says which file to create and what to put in it; `new-segment` writes one).
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ import tempfile
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pyarrow as pa
 import yaml
 
 from retention_pipeline.models.assets import build_model, set_run_variables
 from retention_pipeline.models.project import SQL_ROOT, load_project
-from retention_pipeline.segments.engine import compute_partition
+from retention_pipeline.segments.engine import FAILED, SegmentRunError, compute_partition
 from retention_pipeline.segments.project import SEGMENTS_ROOT, Segment, load_segments
 from retention_pipeline.source.tables import CONTACTS_TABLE, SNAPSHOT_TABLES, USAGE_TABLE, create_raw_tables
 from retention_pipeline.warehouse import DuckDBWarehouse
@@ -43,9 +45,10 @@ def _partition_key(cadence: str, as_of: datetime) -> str:
 
 
 def run_fixture(path: Path, segments: list[Segment] | None = None) -> list[str]:
-    """Every mismatch between the fixture's expectations and what the segments produce (empty = pass)."""
+    """Every mismatch between the fixture's expectations and what the segments produce (empty = pass). Default
+    segments: the folder above the fixture's `tests/`. A segment that fails to compute raises SegmentRunError."""
     spec = yaml.safe_load(path.read_text())
-    segments = segments or load_segments()
+    segments = segments or load_segments(path.resolve().parent.parent)
     as_of = datetime.fromisoformat(str(spec["as_of"]))
     accounts = [{**(spec.get("defaults") or {}), **a} for a in spec["accounts"]]
     contacts = spec.get("contacts") or [
@@ -56,7 +59,10 @@ def run_fixture(path: Path, segments: list[Segment] | None = None) -> list[str]:
     with tempfile.TemporaryDirectory() as tmp, DuckDBWarehouse(path=f"{tmp}/fixture.duckdb").connect() as con:
         prepare(con, contacts)
         for cadence in cadences:  # hourly first: daily segments may exclude hourly ones
-            compute_with_features(con, segments, cadence, as_of, accounts)
+            stats = compute_with_features(con, segments, cadence, as_of, accounts)
+            failed = [s.guard_reason for s in stats if s.guard_status == FAILED]
+            if failed:
+                raise SegmentRunError(f"{path.name}: " + "; ".join(failed))
         return _compare(con, spec, as_of)
 
 
@@ -65,11 +71,19 @@ def prepare(con, contacts: list[dict]) -> None:
     create_raw_tables(con)
     if not contacts:
         return
-    con.executemany(
+    # One columnar insert (a DuckDB replacement scan of the Arrow table): thousands of people must not cost a
+    # statement each.
+    fixture_people = pa.Table.from_pylist(  # noqa: F841
+        [
+            {"customer_id": c["customer_id"], "person_id": c["person_id"],
+             "marketing_consent": bool(c.get("marketing_consent", True))}
+            for c in contacts
+        ]
+    )  # fmt: skip
+    con.execute(
         f"INSERT INTO {CONTACTS_TABLE} (customer_id, person_id, marketing_consent, issues, source_row, loaded_at) "
-        "VALUES (?, ?, ?, [], 0, now())",
-        [[c["customer_id"], c["person_id"], bool(c.get("marketing_consent", True))] for c in contacts],
-    )
+        "SELECT customer_id, person_id, marketing_consent, [], 0, now() FROM fixture_people"
+    ).fetchall()
 
 
 def compute_with_features(
@@ -81,17 +95,24 @@ def compute_with_features(
     override: set[str] | None = None,
 ):
     """Build the real models (for the schema), insert the given feature rows at (cadence, as_of), compute."""
+    build_features(con, cadence, as_of, accounts)
+    return compute_partition(con, segments, cadence, _partition_key(cadence, as_of), as_of, override)
+
+
+def build_features(con, cadence: str, as_of: datetime, accounts: list[dict]) -> None:
+    """The real models built (for the schema), then exactly the given rows as the (cadence, as_of) features."""
     set_run_variables(con, cadence, as_of)
     for model in load_project(SQL_ROOT, RAW_TABLES):
         build_model(con, model)
-    for account in accounts:
-        row = {**account, "cadence": cadence, "as_of": as_of}
-        columns = ", ".join(f'"{k}"' for k in row)
-        con.execute(
-            f"INSERT INTO analytics.customer_features ({columns}) VALUES ({', '.join('?' for _ in row)})",
-            list(row.values()),
-        )
-    return compute_partition(con, segments, cadence, _partition_key(cadence, as_of), as_of, override)
+    if not accounts:
+        return
+    # Columnar, by name (a DuckDB replacement scan of the Arrow table): a column an account leaves out is NULL.
+    rows = [{**a, "cadence": cadence, "as_of": as_of} for a in accounts]
+    keys = list(
+        dict.fromkeys(k for row in rows for k in row)
+    )  # every row's keys (from_pylist reads the first's)
+    fixture_accounts = pa.table({k: [row.get(k) for row in rows] for k in keys})  # noqa: F841
+    con.execute("INSERT INTO analytics.customer_features BY NAME SELECT * FROM fixture_accounts").fetchall()
 
 
 def _compare(con, spec: dict, as_of: datetime) -> list[str]:
@@ -124,3 +145,52 @@ def _compare(con, spec: dict, as_of: datetime) -> list[str]:
 
 def fixture_files(root: Path = FIXTURES_ROOT) -> list[Path]:
     return sorted(root.glob("*.yml"))
+
+
+def covered_segments(root: Path = FIXTURES_ROOT) -> set[str]:
+    """The segments some fixture file states expectations for (`expect` or `expect_audiences`)."""
+    covered = set()
+    for path in fixture_files(root):
+        spec = yaml.safe_load(path.read_text()) or {}
+        covered |= set(spec.get("expect") or {}) | set(spec.get("expect_audiences") or {})
+    return covered
+
+
+def fixture_path(segment: Segment) -> Path:
+    """Where a segment's own fixture goes: `tests/<name>.yml` beside the segment files."""
+    return segment.path.parent / "tests" / f"{segment.name}.yml"
+
+
+def fixture_skeleton(segment: str, as_of: str = "2026-11-20 00:00") -> str:
+    """A fixture file for one segment, ready to run: accounts in and out of the scaffolded rule (`new-segment`
+    writes both), with a comment saying what to change."""
+    return f"""# Fixture for segment {segment}: made-up feature rows and the membership the rule must produce.
+# Each account starts from `defaults`; list only the features that matter. Put one account on each side of every
+# threshold (exactly at it, and just past it). Columns: analytics.customer_features (docs/reference.md, "analytics.customer_features").
+as_of: {as_of}  # the partition end: the segment is computed as of this instant
+defaults: {{usage_7d: 100, usage_prior_7d: 100, wow_usage_change_pct: 0, days_since_last_usage: 0,
+           has_failed_payment: false, is_archived: false, renewed_14d: false, do_not_retarget: false}}
+accounts:
+  - {{customer_id: went_idle, usage_7d: 0, wow_usage_change_pct: -100}}
+  - {{customer_id: barely_used, usage_7d: 5, wow_usage_change_pct: -95}}
+  - {{customer_id: steady}}
+# contacts: default one consenting person <customer_id>-p1 per account; list them to test consent or shared people:
+#   - {{customer_id: went_idle, person_id: p1, marketing_consent: false}}
+expect:                        # account → out | in | <tier>
+  {segment}: {{went_idle: high, barely_used: low, steady: out}}
+# expect_audiences:            # optional: the exact accounts each destination receives (after consent, suppression)
+#   {segment}: {{customerio: [went_idle, barely_used]}}
+"""
+
+
+def missing_fixture_message(segment: Segment, covered: set[str]) -> str | None:
+    """None when some fixture states expectations for the segment; else which file to create, and its shape."""
+    if segment.name in covered:
+        return None
+    path = fixture_path(segment)
+    shown = path.relative_to(SQL_ROOT.parent) if path.is_relative_to(SQL_ROOT.parent) else path
+    return (
+        f"segment {segment.name} ({segment.at()}) has no fixture: no file in {path.parent} states what it must "
+        f"produce. Create {shown} (or add `{segment.name}:` under `expect` in an existing fixture), shaped like "
+        f"this (then edit the accounts to straddle your rule's thresholds):\n\n{fixture_skeleton(segment.name)}"
+    )

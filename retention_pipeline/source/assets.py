@@ -8,7 +8,7 @@ import dagster as dg
 
 from retention_pipeline.config import ConfigError, positive_int
 from retention_pipeline.environment import BINDINGS_KEY, verify_bindings
-from retention_pipeline.partitions import DAILY, HOURLY
+from retention_pipeline.partitions import partitioned_asset
 from retention_pipeline.redact import redact
 from retention_pipeline.source import extract
 from retention_pipeline.source.contacts import (
@@ -127,13 +127,17 @@ def bound_to_source(fn):
     return wrapper
 
 
-def _external_asset(**kwargs):
-    """An asset that talks to an external system: retried on transient errors, never on configuration errors; runs
-    after the run's targets are checked against the file (BINDINGS_KEY)."""
-    decorate = dg.asset(
-        retry_policy=EXTERNAL_RETRY, **{**kwargs, "deps": [*kwargs.get("deps", []), BINDINGS_KEY]}
-    )
+def _external(decorate):
+    """Retried on transient errors, never on configuration errors; runs after the run's targets are checked against
+    the file (BINDINGS_KEY)."""
     return lambda fn: decorate(fail_fast_on_config(bound_to_source(fn)))
+
+
+def _external_asset(**kwargs):
+    """An asset that talks to an external system (see `_external`)."""
+    return _external(
+        dg.asset(retry_policy=EXTERNAL_RETRY, **{**kwargs, "deps": [*kwargs.get("deps", []), BINDINGS_KEY]})
+    )
 
 
 def _snapshot_asset(table: RawTable, description: str, deps: list | None = None):
@@ -299,33 +303,35 @@ def _usage(
     )
 
 
-def _usage_asset(name: str, window_size: str, partitions_def, description: str):
+def _usage_asset(name: str, window_size: str, description: str):
+    """A usage asset of one cadence that extracts a whole partition range in one step (one request window)."""
     key = dg.AssetKey(["raw", name])
-    return _external_asset(
-        key=key,
-        tags={"cadence": "daily" if window_size == "DAY" else "hourly"},
-        group_name=GROUP,
-        kinds=KINDS,
-        pool="duckdb",
-        partitions_def=partitions_def,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        description=description,
-        metadata={**_table_metadata(USAGE_TABLE), "window_size": window_size},
-        check_specs=[
-            dg.AssetCheckSpec(
-                "unique_key",
-                asset=key,
-                blocking=True,
-                description="(customer_id, billable_metric_id, window_size, start_timestamp) is unique",
-            )
-        ],
+    return _external(
+        partitioned_asset(
+            key=key,
+            cadence="daily" if window_size == "DAY" else "hourly",
+            deps=[BINDINGS_KEY],
+            group_name=GROUP,
+            kinds=KINDS,
+            pool="duckdb",
+            retry_policy=EXTERNAL_RETRY,
+            description=description,
+            metadata={**_table_metadata(USAGE_TABLE), "window_size": window_size},
+            check_specs=[
+                dg.AssetCheckSpec(
+                    "unique_key",
+                    asset=key,
+                    blocking=True,
+                    description="(customer_id, billable_metric_id, window_size, start_timestamp) is unique",
+                )
+            ],
+        )
     )
 
 
 @_usage_asset(
     "metronome_usage_daily",
     "DAY",
-    DAILY,
     "Day-window usage per customer × billable metric in raw.metronome_usage (window_size='DAY'); each partition "
     "re-extracts its day plus the late-data lookback.",
 )
@@ -341,7 +347,6 @@ def metronome_usage_daily(
 @_usage_asset(
     "metronome_usage_hourly",
     "HOUR",
-    HOURLY,
     "Hour-window usage per customer × billable metric in raw.metronome_usage (window_size='HOUR'); each partition "
     "re-extracts its day so far plus the late-data lookback.",
 )

@@ -73,6 +73,8 @@ def destinations(monkeypatch, tmp_path):
     env = destination_env(servers[0].url, servers[1].url, servers[2].url, tmp_path / "destinations.yaml") | {
         "RETENTION_SANDBOX_NOW": "2026-11-20T10:30:00Z", "RETENTION_SANDBOX_CUSTOMERS": "60",
         "RETENTION_HISTORY_DAYS": "30", "RETENTION_HOURLY_HISTORY_DAYS": "2",
+        "RETENTION_FIRST_RUN": "1",
+        "RETENTION_RUN_HISTORY_DAYS": "2",  # `retention run` here is about sending; test_make_run covers the 30 days  # loopback "real" destinations on a fresh file (test_first_run.py covers the refusal)
     }  # fmt: skip
     for name, value in env.items():
         monkeypatch.setenv(name, value)

@@ -18,7 +18,7 @@ from retention_pipeline.operations.notifications import (
     store_notifications,
 )
 from retention_pipeline.operations.webhooks import Inbox, resolve_inbox_path
-from retention_pipeline.partitions import HOURLY, latest_complete_partition
+from retention_pipeline.partitions import DAILY, HOURLY, latest_complete_partition
 from retention_pipeline.warehouse import DuckDBWarehouse
 
 RECEIVED_AT = datetime(2026, 11, 20, 10, 6, tzinfo=UTC)
@@ -83,12 +83,20 @@ def hourly_stand_in() -> None:
     """Gives hourly_retention something to select, so its partitioned run requests resolve as in the project."""
 
 
+@dg.asset(partitions_def=DAILY, tags={"cadence": "daily"})
+def daily_stand_in() -> None:
+    """The jobs take their partitions from their assets, so the daily schedule needs one too."""
+
+
+STAND_INS = dg.Definitions(assets=[hourly_stand_in, daily_stand_in])
+
+
 def evaluate(instance, duck_path, cursor=None):
     context = dg.build_sensor_context(
         instance=instance,
         cursor=cursor,
         resources={"duckdb": DuckDBWarehouse(path=str(duck_path))},
-        definitions=dg.Definitions.merge(jobs.defs, defs, dg.Definitions(assets=[hourly_stand_in])),
+        definitions=dg.Definitions.merge(jobs.defs, defs, STAND_INS),
     )
     return metronome_notifications_sensor.evaluate_tick(context)
 
@@ -248,6 +256,8 @@ def test_segment_triggers(event_type, relevant):
 
 
 def test_definitions_merge_with_the_jobs():
-    merged = dg.Definitions.merge(jobs.defs, defs, dg.Definitions(resources={"duckdb": DuckDBWarehouse()}))
+    merged = dg.Definitions.merge(
+        jobs.defs, defs, STAND_INS, dg.Definitions(resources={"duckdb": DuckDBWarehouse()})
+    )
     sensor = merged.get_repository_def().get_sensor_def("metronome_notifications_sensor")
     assert sensor.job_name == "hourly_retention" and sensor.minimum_interval_seconds == 30
