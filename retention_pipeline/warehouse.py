@@ -15,7 +15,8 @@ import duckdb
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
-from retention_pipeline.config import ConfigError, env
+from retention_pipeline.config import ConfigError
+from retention_pipeline.paths import resolve_duckdb_path
 
 # Session setup run on every connection: timestamps are stored as naive UTC, and `utc_ts` turns any RFC 3339
 # string (Z or +hh:mm offset) into that form.
@@ -23,30 +24,6 @@ _SESSION_SQL = """
 SET TimeZone = 'UTC';
 CREATE OR REPLACE TEMP MACRO utc_ts(x) AS (CAST(x AS TIMESTAMPTZ) AT TIME ZONE 'UTC');
 """
-
-
-RESERVED_SCHEMAS = ("raw", "staging", "analytics", "segments", "sync", "measurement", "main")
-
-
-def resolve_duckdb_path(override: str | None = None) -> Path:
-    """The DuckDB file from RETENTION_DUCKDB_PATH (or the override), with its folder created; fails naming the var."""
-    raw = env("RETENTION_DUCKDB_PATH", override)
-    path = Path(raw).expanduser()
-    if path.is_dir():
-        raise ConfigError(f"RETENTION_DUCKDB_PATH={raw!r} is a directory; it must name a DuckDB file.")
-    if path.stem in RESERVED_SCHEMAS:
-        # DuckDB names the catalog after the file: raw.duckdb would make `raw.metronome_customers` ambiguous.
-        raise ConfigError(
-            f"RETENTION_DUCKDB_PATH={raw!r}: the file name may not be one of the schema names "
-            f"{', '.join(RESERVED_SCHEMAS)}; choose another name."
-        )
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(
-            f"RETENTION_DUCKDB_PATH={raw!r}: cannot create its folder ({exc.strerror})."
-        ) from None
-    return path
 
 
 @contextmanager

@@ -20,7 +20,8 @@ from typing import Any, TextIO
 
 import duckdb
 
-from retention_pipeline.config import ConfigError, env
+from retention_pipeline.config import ConfigError
+from retention_pipeline.paths import published_path, resolve_duckdb_path
 
 # DuckDB enforces read-only, not a statement filter: the file opens read-only, external access off refuses ATTACH of
 # another file, COPY … TO, EXPORT, reading or globbing files and URLs, INSTALL and LOAD; the locked configuration
@@ -48,14 +49,8 @@ class Result:
 
 
 def database_path(live: bool) -> Path:
-    """The file to query: RETENTION_DUCKDB_PATH with --live, else the published copy (RETENTION_PUBLISHED_PATH, or
-    retention_published.duckdb beside the working file). Same rules as warehouse.resolve_duckdb_path and
-    operations.publish.published_path, which import Dagster; a test keeps the three in step."""
-    working = Path(env("RETENTION_DUCKDB_PATH")).expanduser()
-    if live:
-        return working
-    published = env("RETENTION_PUBLISHED_PATH")
-    return Path(published).expanduser() if published else working.with_name("retention_published.duckdb")
+    """The file to query: the working file with --live, else the published copy."""
+    return resolve_duckdb_path() if live else published_path()
 
 
 def sql(query: str, live: bool, fmt: str = "table", max_rows: int | None = None) -> int:

@@ -21,7 +21,8 @@ from retention_pipeline.destinations.definitions import defs as destination_defs
 from retention_pipeline.destinations.identity import sha256_hex
 from retention_pipeline.measurement.definitions import defs as measurement_defs
 from retention_pipeline.models.definitions import defs as model_defs
-from retention_pipeline.warehouse import DuckDBWarehouse, resolve_duckdb_path
+from retention_pipeline.paths import published_path
+from retention_pipeline.warehouse import DuckDBWarehouse
 
 KEY = dg.AssetKey(["operations", "published_copy"])
 CONTACT_MODES = ("raw", "hashed")
@@ -42,15 +43,6 @@ IDENTIFIER = re.compile(
     r"|\+[1-9][0-9]{6,14}(?![0-9])"
 )
 IDENTIFIER_SQL_FILTER = r"contains({text}, '@') OR regexp_matches({text}, '\+[1-9][0-9]{{6}}')"
-
-
-def published_path(override: str | None = None) -> Path:
-    raw = env("RETENTION_PUBLISHED_PATH", override)
-    path = Path(raw).expanduser() if raw else resolve_duckdb_path().with_name("retention_published.duckdb")
-    if path.resolve() == resolve_duckdb_path().resolve():
-        raise ConfigError(f"RETENTION_PUBLISHED_PATH={raw!r} must differ from RETENTION_DUCKDB_PATH.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def published_mode(override: str | None = None) -> int:
