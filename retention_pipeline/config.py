@@ -126,7 +126,7 @@ SETTINGS: dict[str, Setting] = {
             "RETENTION_FIRST_RUN",
             None,
             "1: this run may start a new DuckDB file while real destination credentials are set (`retention run "
-            "--first-run` sets it). Without it such a run stops before anything happens, because a new file at a "
+            "--first-run` does the same for one command). Without it such a run stops before anything happens, because a new file at a "
             "mistyped RETENTION_DUCKDB_PATH would re-send every member. Unset it after the first run.",
         ),
         Setting(

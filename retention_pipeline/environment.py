@@ -209,7 +209,7 @@ def allowed_changes() -> set[str]:
 
 
 def first_run_allowed() -> bool:
-    """RETENTION_FIRST_RUN: a new file may meet real destinations (`retention run --first-run` sets it)."""
+    """RETENTION_FIRST_RUN: a new file may meet real destinations (`retention run --first-run` does the same for one command)."""
     raw = (env("RETENTION_FIRST_RUN") or "").strip().lower()
     if raw not in TRUE | FALSE:
         raise ConfigError(f"RETENTION_FIRST_RUN={raw!r} must be 1/true or 0/false.")
@@ -229,13 +229,13 @@ def is_new_file(con: duckdb.DuckDBPyConnection) -> bool:
 
 
 def _check_first_run(
-    con: duckdb.DuckDBPyConnection, targets: list[Target], database: Path | str
+    con: duckdb.DuckDBPyConnection, targets: list[Target], database: Path | str, first_run: bool
 ) -> list[str]:
     """Refuse a new file that would send to real destinations, unless RETENTION_FIRST_RUN says it is meant."""
     real = [t for t in targets if t.system != "metronome" and not t.is_sandbox]
     if not real:
         return []
-    new, allowed = is_new_file(con), first_run_allowed()
+    new, allowed = is_new_file(con), first_run or first_run_allowed()
     if new and not allowed:
         resolved = Path(database).resolve()
         raise ConfigError(
@@ -256,15 +256,22 @@ def _check_first_run(
 
 
 def verify_bindings(
-    con: duckdb.DuckDBPyConnection, targets: list[Target], database: Path | str, log=None
+    con: duckdb.DuckDBPyConnection,
+    targets: list[Target],
+    database: Path | str,
+    log=None,
+    first_run: bool = False,
 ) -> list[str]:
     """Record first use of each target; fail if the file was used with another one (unless allowed).
+
+    `first_run` (`retention run --first-run`) accepts a new file with real destinations for this check only, like
+    RETENTION_FIRST_RUN=1 does for every run.
 
     One transaction: a run that fails here records nothing. Returns (and logs) what was bound or switched."""
     con.execute(DDL)
     allow = allowed_changes()
     now = datetime.now(UTC).replace(tzinfo=None)
-    notes, conflicts = _check_first_run(con, targets, database), {}
+    notes, conflicts = _check_first_run(con, targets, database, first_run), {}
     with transaction(con):
         for target in targets:
             row = con.execute(

@@ -13,7 +13,6 @@ import logging
 import os
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -45,24 +44,6 @@ def clock() -> datetime:
     return datetime.now(UTC)
 
 
-@contextmanager
-def first_run_flag(enabled: bool):
-    """`--first-run` is RETENTION_FIRST_RUN=1 for the check that records the targets, and only for it: afterwards the
-    file is no longer new, and a flag left set would only hide the next mistyped path."""
-    if not enabled:
-        yield
-        return
-    previous = os.environ.get("RETENTION_FIRST_RUN")
-    os.environ["RETENTION_FIRST_RUN"] = "1"
-    try:
-        yield
-    finally:
-        if previous is None:
-            del os.environ["RETENTION_FIRST_RUN"]
-        else:
-            os.environ["RETENTION_FIRST_RUN"] = previous
-
-
 def preflight(first_run: bool) -> str:
     """Resolve every setting the run needs before starting it, so misconfiguration fails in a second, by name."""
     path = resolve_duckdb_path()
@@ -71,8 +52,8 @@ def preflight(first_run: bool) -> str:
     from retention_pipeline.definitions import SYSTEMS_IN_USE
 
     targets = resolve(SYSTEMS_IN_USE)  # production: a missing credential fails here, by name
-    with first_run_flag(first_run), DuckDBWarehouse().connect() as con:
-        for note in verify_bindings(con, targets, path):
+    with DuckDBWarehouse().connect() as con:
+        for note in verify_bindings(con, targets, path, first_run=first_run):
             print(f"retention_pipeline: {note}")
     connection = MetronomeResource().open()
     connection.client.close()
