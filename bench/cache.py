@@ -51,7 +51,7 @@ class Tenant:
         return self.root / f"{name}-{self.role}"
 
     def spec(self):
-        from retention_pipeline.source.sandbox.tenant import TenantSpec
+        from retention_pipeline.sandbox.metronome.tenant import TenantSpec
 
         return TenantSpec(
             seed=SEED, customers=self.customers, history_days=self.history_days, metrics=METRICS, now=NOW
@@ -201,8 +201,8 @@ def load_snapshots(db: Path, tenant) -> None:
 
 def record_pages(tenant, window, folder: Path) -> None:
     """Page POST /v1/usage over `window` with the pipeline's own pager, keeping every page on disk."""
+    from retention_pipeline.sandbox.metronome.server import MetronomeSandbox
     from retention_pipeline.source.extract import UsageStats, fetch_usage_pages
-    from retention_pipeline.source.sandbox.server import MetronomeSandbox
 
     if folder.exists():
         shutil.rmtree(folder)
@@ -251,7 +251,7 @@ def build(tenant_cache: Tenant, *, main_days: int | None, history_days: int | No
     main_days: record the `main_days` backfill pages and load them into base.duckdb (the main tenant).
     history_days: write that much usage history before LAST_DAY as Parquet and record the daily run's pages
     (the incremental tenant)."""
-    from retention_pipeline.source.sandbox.tenant import build_tenant
+    from retention_pipeline.sandbox.metronome.tenant import build_tenant
 
     if tenant_cache.ready:
         return

@@ -1,10 +1,17 @@
-"""Destination plumbing for the sync stages: the three loopback sandboxes in their own process (so the client being
-measured does not share a GIL with the servers), a wrapper that times each adapter call and counts what the
-sandboxes received, and an adapter that acknowledges everything (for setting up acknowledged state untimed).
+"""Destination plumbing for the sync stages: the loopback sandboxes of every registered destination (Customer.io,
+Meta, Google, TikTok, Pinterest) in their own process (so the client being measured does not share a GIL with the
+servers), a wrapper that times each adapter call and counts what the sandboxes received, and an adapter that
+acknowledges everything (for setting up acknowledged state untimed).
+
+Every segment's object exists before the sync, as when destinations.yaml lists its id: audiences, user lists,
+manual segments and customer lists are created in the sandbox process, so the requests counted are membership
+requests only. (Pinterest creates a list only from records: the bench creates each list from one placeholder hash
+and removes it again before anything is measured.)
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import multiprocessing
@@ -18,7 +25,21 @@ import httpx
 CREDENTIAL = "bench"
 META_AD_ACCOUNT = "1234567890"
 GOOGLE_ACCOUNT = {"accountType": "GOOGLE_ADS", "accountId": "1234567890"}
+TIKTOK_ADVERTISER = "7000000000000000001"
+PINTEREST_AD_ACCOUNT = "549756359984"
 CUSTOMERIO_BATCH_ENVELOPE = len(b'{"batch":[') + len(b"]}")
+DESTINATIONS = ("customerio", "meta", "google", "tiktok", "pinterest")
+# Seeds each Pinterest list (created from records only), then removed before anything is measured.
+PLACEHOLDER = hashlib.sha256(b"bench-placeholder@example.invalid").hexdigest()
+
+
+def limit(destination: str) -> int:
+    """Rows (ids, records) per request the destination documents (or the project chose), from the registry: Meta
+    and Google 10,000 rows, TikTok 1,000 rows (TIKTOK_BATCH_ROWS' default), Pinterest 10,000 records
+    (PINTEREST_BATCH_RECORDS' default)."""
+    from retention_pipeline.destinations import registry
+
+    return registry.spec(destination).per_request_limit
 
 
 class _Recorder:
@@ -52,17 +73,39 @@ class _Recorder:
         return response
 
 
+def _pinterest_list(sandbox, name: str) -> str:
+    """A customer list in the sandbox, empty again: created from a placeholder hash (Pinterest needs records) and
+    that hash removed, through the project's client on the sandbox's in-process transport (not recorded)."""
+    from retention_pipeline.destinations.pinterest.client import PinterestClient
+
+    with PinterestClient(
+        url="http://pinterest.bench.invalid/v5", access_token=CREDENTIAL, ad_account_id=PINTEREST_AD_ACCOUNT,
+        http_client=httpx.Client(transport=sandbox.transport()),
+    ) as client:  # fmt: skip
+        list_id = str(client.create_customer_list(name, [PLACEHOLDER])["id"])
+        if not all(r.ok for r in client.remove(list_id, [PLACEHOLDER])) or sandbox.members(list_id):
+            raise RuntimeError(f"could not empty the bench's Pinterest list {list_id}")
+    return list_id
+
+
 def _serve(conn, segment_names: list[str]) -> None:
-    """The sandbox process: three loopback servers, answering commands on `conn` until told to stop."""
-    from retention_pipeline.destinations.sandbox.customerio import CustomerIoSandbox
-    from retention_pipeline.destinations.sandbox.google import GoogleDataManagerSandbox
-    from retention_pipeline.destinations.sandbox.meta import MetaSandbox
+    """The sandbox process: one loopback server per destination, answering commands on `conn` until told to
+    stop."""
+    from retention_pipeline.sandbox.customerio import CustomerIoSandbox
+    from retention_pipeline.sandbox.google import GoogleDataManagerSandbox
     from retention_pipeline.sandbox.http import LoopbackServer
+    from retention_pipeline.sandbox.meta import MetaSandbox
+    from retention_pipeline.sandbox.pinterest import PinterestSandbox
+    from retention_pipeline.sandbox.tiktok import TikTokSandbox
 
     sandboxes = {
         "customerio": CustomerIoSandbox(),
         "meta": MetaSandbox(ad_account_id=META_AD_ACCOUNT),
         "google": GoogleDataManagerSandbox(),
+        # The sandboxes refuse a request over the limit (TikTok 40011, Pinterest 400), so a client sending more
+        # rows per request than the limit could not pass unnoticed.
+        "tiktok": TikTokSandbox(advertiser_id=TIKTOK_ADVERTISER, max_rows=limit("tiktok")),
+        "pinterest": PinterestSandbox(ad_account_id=PINTEREST_AD_ACCOUNT, max_records=limit("pinterest")),
     }
     recorders = {name: _Recorder(sandbox) for name, sandbox in sandboxes.items()}
     servers = {name: LoopbackServer(recorder) for name, recorder in recorders.items()}
@@ -70,6 +113,8 @@ def _serve(conn, segment_names: list[str]) -> None:
         "customerio": {s: str(sandboxes["customerio"].create_segment(s)) for s in segment_names},
         "meta": {s: sandboxes["meta"].create_audience(s) for s in segment_names},
         "google": {s: f"list-{s}" for s in segment_names},
+        "tiktok": {s: sandboxes["tiktok"].create_audience(f"bench {s}") for s in segment_names},
+        "pinterest": {s: _pinterest_list(sandboxes["pinterest"], f"bench {s}") for s in segment_names},
     }
     conn.send({"urls": {name: server.url for name, server in servers.items()}, "routing": routing})
     while True:
@@ -100,7 +145,7 @@ def _serve(conn, segment_names: list[str]) -> None:
 
 
 class SandboxProcess:
-    """Customer.io, Meta and Google sandboxes on loopback ports in a child process."""
+    """The Customer.io, Meta, Google, TikTok and Pinterest sandboxes on loopback ports in a child process."""
 
     def __init__(self, segment_names: list[str]) -> None:
         context = multiprocessing.get_context("spawn")
@@ -142,21 +187,20 @@ class SandboxProcess:
         self.close()
 
     def adapters(self, http: httpx.Client) -> dict:
-        """The project's adapters and clients, pointed at the loopback sandboxes as the real services would be."""
-        from retention_pipeline.destinations.adapters import CustomerIoAdapter, GoogleAdapter, MetaAdapter
-        from retention_pipeline.destinations.customerio import CustomerIoClient
-        from retention_pipeline.destinations.google import GoogleDataManagerClient
-        from retention_pipeline.destinations.meta import MetaClient
-        from retention_pipeline.destinations.routing import Routing
+        """The project's adapters and clients, pointed at the loopback sandboxes as the real services would be, each
+        with its segment → object ids (as destinations.yaml would give them) and its registry limit."""
+        from retention_pipeline.destinations.customerio.adapter import CustomerIoAdapter
+        from retention_pipeline.destinations.customerio.client import CustomerIoClient
+        from retention_pipeline.destinations.google.adapter import GoogleAdapter
+        from retention_pipeline.destinations.google.client import GoogleDataManagerClient
+        from retention_pipeline.destinations.meta.adapter import MetaAdapter
+        from retention_pipeline.destinations.meta.client import MetaClient
+        from retention_pipeline.destinations.pinterest.adapter import PinterestAdapter
+        from retention_pipeline.destinations.pinterest.client import PinterestClient
+        from retention_pipeline.destinations.tiktok.adapter import TikTokAdapter
+        from retention_pipeline.destinations.tiktok.client import TikTokClient
 
-        routing = Routing(
-            customerio_segments=self.routing_ids["customerio"],
-            meta_audiences=self.routing_ids["meta"],
-            meta_min_audience_floor=0,
-            google_operating_account=GOOGLE_ACCOUNT,
-            google_user_lists=self.routing_ids["google"],
-            source="bench",
-        )
+        ids = self.routing_ids
         cio = CustomerIoClient(
             self.urls["customerio"],
             self.urls["customerio"],
@@ -172,10 +216,26 @@ class SandboxProcess:
             http_client=http,
         )
         google = GoogleDataManagerClient(url=self.urls["google"], access_token=CREDENTIAL, http_client=http)
+        tiktok = TikTokClient(
+            api_url=f"{self.urls['tiktok']}/open_api/v1.3",
+            access_token=CREDENTIAL,
+            advertiser_id=TIKTOK_ADVERTISER,
+            http_client=http,
+            batch_rows=limit("tiktok"),
+        )
+        pinterest = PinterestClient(
+            url=f"{self.urls['pinterest']}/v5",
+            access_token=CREDENTIAL,
+            ad_account_id=PINTEREST_AD_ACCOUNT,
+            http_client=http,
+            batch_records=limit("pinterest"),
+        )
         return {
-            "customerio": CustomerIoAdapter(cio, routing),
-            "meta": MetaAdapter(meta, routing),
-            "google": GoogleAdapter(google, routing),
+            "customerio": CustomerIoAdapter(cio, None, ids["customerio"]),
+            "meta": MetaAdapter(meta, None, ids["meta"]),
+            "google": GoogleAdapter(google, {"operating_account": GOOGLE_ACCOUNT}, ids["google"]),
+            "tiktok": TikTokAdapter(tiktok, None, ids["tiktok"]),
+            "pinterest": PinterestAdapter(pinterest, None, ids["pinterest"]),
         }
 
 
@@ -198,19 +258,20 @@ class SendRecord:
         return self.adds + self.removes + self.updates
 
     def expected_requests(self) -> int:
-        """⌈changes / limit⌉ per kind of call, from the destinations' documented limits (not the adapter's own
-        estimate): 10,000 rows per Meta/Google call (an update is a remove plus an add), 1,000 ids per Customer.io
-        segment call, and for Customer.io's batch the 500 KB body limit over the bytes of ops actually sent."""
-        from retention_pipeline.destinations.adapters import (
-            AD_ROWS,
+        """⌈changes / limit⌉ per kind of call, from the registry's limits (not the adapter's own estimate): for
+        the ad platforms one call per ≤ limit adds and one per ≤ limit removes (an update is a remove plus an add):
+        10,000 rows per Meta/Google call, 1,000 rows per TikTok call, 10,000 records per Pinterest call; for
+        Customer.io 1,000 ids per segment call and, for its batch, the 500 KB body limit over the bytes of ops
+        actually sent."""
+        from retention_pipeline.destinations.customerio.adapter import (
             CUSTOMERIO_BATCH_BYTES,
             CUSTOMERIO_SEGMENT_IDS,
         )
 
-        if self.destination in ("meta", "google"):
-            return math.ceil((self.adds + self.updates) / AD_ROWS) + math.ceil(
-                (self.removes + self.updates) / AD_ROWS
-            )
+        if self.destination != "customerio":
+            rows = limit(self.destination)
+            adds, removes = self.adds + self.updates, self.removes + self.updates
+            return math.ceil(adds / rows) + math.ceil(removes / rows)
         batch = [r for r in self.requests if r[1].endswith("/api/v2/batch")]
         op_bytes = sum(r[3] - CUSTOMERIO_BATCH_ENVELOPE for r in batch)
         batches = math.ceil(op_bytes / (CUSTOMERIO_BATCH_BYTES - CUSTOMERIO_BATCH_ENVELOPE))
@@ -283,7 +344,7 @@ class AckAll:
         return math.ceil(len(changes) / self.per_request_limit)
 
     def send(self, segment, changes, context):
-        from retention_pipeline.destinations.sync import ItemResult, RequestResult, SendResult
+        from retention_pipeline.destinations.plugin import ItemResult, RequestResult, SendResult
 
         request = RequestResult("ack", len(changes), ok=True, http_status=200)
         items = [ItemResult(c.member_key, c.operation, True, None, request.request_id) for c in changes]
@@ -291,4 +352,4 @@ class AckAll:
 
 
 def ack_all_adapters() -> dict:
-    return {name: AckAll(name) for name in ("customerio", "meta", "google")}
+    return {name: AckAll(name) for name in DESTINATIONS}

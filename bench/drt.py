@@ -1,7 +1,7 @@
 """drt-core (a generic reverse-ETL tool) pushing the same rows to the same loopback endpoints as our sync.
 
 The rows are exactly what our adapters sent in the measured sync (captured by the sandboxes): Customer.io batch
-ops and manual-segment ids, Meta audience rows, Google audience members. drt reads them from Parquet with its
+ops and manual-segment ids, Meta audience rows, Google audience members, TikTok mapping rows, Pinterest records. drt reads them from Parquet with its
 DuckDB source and posts them with its REST destination in batch mode (its fastest mode), with the same per-request
 row limits, no rate limit, and the envelope each API needs rendered by its Jinja batch template. drt-core lives in
 its own virtualenv under bench/.cache so it never touches the project's dependencies.
@@ -48,8 +48,8 @@ def ensure_drt(venv: Path, log=print) -> tuple[Path | None, str | None]:
 
 def _families(bodies: dict[str, list[dict]], urls: dict[str, str]) -> list[dict]:
     """Group the captured requests into (endpoint, envelope) families; each family's rows are what drt pushes."""
-    from retention_pipeline.destinations.adapters import (
-        AD_ROWS,
+    from bench.destinations import limit
+    from retention_pipeline.destinations.customerio.adapter import (
         CUSTOMERIO_BATCH_BYTES,
         CUSTOMERIO_SEGMENT_IDS,
     )
@@ -76,7 +76,7 @@ def _families(bodies: dict[str, list[dict]], urls: dict[str, str]) -> list[dict]
         body = json.loads(request["body"])
         url = f"{urls['meta']}{request['path']}"
         spec = family(("meta", request["method"], url), destination="meta", url=url, method=request["method"],
-                      auth="bearer", schema=body["payload"]["schema"], limit=AD_ROWS)  # fmt: skip
+                      auth="bearer", schema=body["payload"]["schema"], limit=limit("meta"))  # fmt: skip
         spec["rows"] += [json.dumps(row) for row in body["payload"]["data"]]
     for request in bodies.get("google", []):
         body = json.loads(request["body"])
@@ -85,8 +85,25 @@ def _families(bodies: dict[str, list[dict]], urls: dict[str, str]) -> list[dict]
         envelope = json.dumps(body, separators=(",", ":"))
         spec = family(("google", url, envelope), destination="google", url=url, method="POST", auth="bearer",
                       template="{% raw %}" + envelope[:-1] + ',"audienceMembers":[{% endraw %}' + _ROWS + "]}",
-                      limit=AD_ROWS)  # fmt: skip
+                      limit=limit("google"))  # fmt: skip
         spec["rows"] += [json.dumps(m, separators=(",", ":")) for m in members]
+    for request in bodies.get("tiktok", []):
+        body = json.loads(request["body"])
+        rows = body.pop("batch_data")
+        url = f"{urls['tiktok']}{request['path']}"
+        envelope = json.dumps(body, separators=(",", ":"))
+        spec = family(("tiktok", url, envelope), destination="tiktok", url=url, method="POST", auth="tiktok",
+                      template="{% raw %}" + envelope[:-1] + ',"batch_data":[{% endraw %}' + _ROWS + "]}",
+                      limit=limit("tiktok"))  # fmt: skip
+        spec["rows"] += [json.dumps(r, separators=(",", ":")) for r in rows]
+    for request in bodies.get("pinterest", []):
+        body = json.loads(request["body"])
+        url = f"{urls['pinterest']}{request['path']}"
+        operation = body["operation_type"]
+        spec = family(("pinterest", url, operation), destination="pinterest", url=url, method=request["method"],
+                      auth="bearer", template='{"operation_type":"' + operation + '","records":"' + _ROWS + '"}',
+                      limit=limit("pinterest"))  # fmt: skip
+        spec["rows"] += body["records"].split(",")
     out = []
     for spec in families.values():
         if "limit_bytes" in spec:  # drt batches by row count: as many ops as always fit in the byte limit
@@ -130,7 +147,11 @@ def _write_project(root: Path, families: list[dict]) -> None:
         data = root / f"rows-{number:03d}.parquet"
         pq.write_table(table, data)
         auth = {"type": "bearer", "token": "bench"}
-        if spec["auth"] == "basic":
+        headers = {"Content-Type": "application/json"}
+        if spec["auth"] == "tiktok":  # TikTok's token is the Access-Token header, not Authorization
+            auth = None
+            headers["Access-Token"] = "bench"
+        elif spec["auth"] == "basic":
             auth = {
                 "type": "basic",
                 "username_env": "BENCH_BASIC_USER",
@@ -143,8 +164,8 @@ def _write_project(root: Path, families: list[dict]) -> None:
                 "type": "rest_api",
                 "url": spec["url"],
                 "method": spec["method"],
-                "headers": {"Content-Type": "application/json"},
-                "auth": auth,
+                "headers": headers,
+                **({"auth": auth} if auth else {}),
                 "body_mode": "batch",
                 "batch_template": spec["template"],
                 "max_records_per_request": limit,

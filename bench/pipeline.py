@@ -6,10 +6,11 @@ from __future__ import annotations
 import functools
 import shutil
 import time
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 from bench import cache
+from retention_pipeline.cadences import BY_NAME
 
 CADENCES = ("hourly", "daily")  # hourly first: daily segments may exclude hourly ones
 
@@ -52,8 +53,7 @@ def target_segments(cadence: str | None = None) -> list:
 
 
 def partition_key(cadence: str, as_of: datetime) -> str:
-    start = as_of - (timedelta(hours=1) if cadence == "hourly" else timedelta(days=1))
-    return start.strftime("%Y-%m-%d-%H:%M" if cadence == "hourly" else "%Y-%m-%d")
+    return BY_NAME[cadence].as_of_to_key(as_of)
 
 
 def copy_db(source: Path, target: Path) -> Path:

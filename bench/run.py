@@ -322,8 +322,9 @@ def probe_segments(config: Config, size: int, work: Path, name: str):
 
 
 def stage_sync(config: Config, size: int, work: Path) -> dict:
-    """The sync of the churned partition to Customer.io, Meta and Google sandboxes on loopback: requests sent vs
-    ⌈changes / limit⌉ and changes/s; then drt-core pushing the same rows to the same endpoints."""
+    """The sync of the churned partition to the Customer.io, Meta, Google, TikTok and Pinterest sandboxes on
+    loopback: requests sent vs ⌈changes / limit⌉ and changes/s; then drt-core pushing the same rows to the same
+    endpoints."""
     import httpx
 
     from bench import drt, pipeline
@@ -337,6 +338,12 @@ def stage_sync(config: Config, size: int, work: Path) -> dict:
         httpx.Client(timeout=120) as http,
     ):
         adapters = sandboxes.adapters(http)
+        routed = {d for s in pipeline.target_segments() for d in s.destinations}
+        # run_sync would skip a destination without an adapter ("no adapter configured") and the bench look green.
+        if routed - set(adapters):
+            raise RuntimeError(f"target segments are routed to {sorted(routed - set(adapters))}, which the bench "
+                               "has no sandbox for (bench/destinations.py)")  # fmt: skip
+        result["destinations"] = sorted(routed)
 
         def run(as_of, records):
             timed = {name: TimedAdapter(adapter, sandboxes, records) for name, adapter in adapters.items()}
@@ -394,14 +401,21 @@ def probe_sync(config: Config, size: int, work: Path, name: str):
 
 
 def _sync_summary(seconds: float, records: list) -> dict:
+    from bench.destinations import limit
+
     per_call = [r.summary() for r in records]
     by_destination: dict[str, dict] = {}
     for call in per_call:
+        name = call["destination"]
         total = by_destination.setdefault(
-            call["destination"], {"changes": 0, "requests": 0, "expected_requests": 0, "seconds": 0.0}
-        )
+            name,
+            {"changes": 0, "requests": 0, "expected_requests": 0, "seconds": 0.0, "calls": 0,
+             "requests_equal_expected": True, "limit": limit(name)},
+        )  # fmt: skip
         for key in ("changes", "requests", "expected_requests", "seconds"):
             total[key] += call[key]
+        total["calls"] += 1
+        total["requests_equal_expected"] &= call["requests"] == call["expected_requests"]
     changes = sum(c["changes"] for c in per_call)
     send_seconds = sum(c["seconds"] for c in per_call)
     return {
@@ -694,9 +708,10 @@ def code_version() -> dict:
 
     def git(*args: str) -> str:
         try:
+            # rstrip only: porcelain lines start with a status column that may be a space (" M path").
             return subprocess.run(
                 ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30
-            ).stdout.strip()
+            ).stdout.rstrip()
         except (OSError, subprocess.TimeoutExpired):
             return ""
 
@@ -741,6 +756,15 @@ def evaluate(sizes: dict[str, dict]) -> list[dict]:
             r = stages["sync"]["churn_sync"]
             add("sync", "requests ÷ ⌈changes / limit⌉", size, f"{r['requests']} / {r['expected_requests']}", "equal",
                 r["requests_equal_expected"])  # fmt: skip
+            for name, d in r["by_destination"].items():
+                add("sync", f"{name}: requests ÷ ⌈changes / limit⌉ (limit {d['limit']:,})", size,
+                    f"{d['requests']} / {d['expected_requests']}", "equal", d["requests_equal_expected"])  # fmt: skip
+            routed = stages["sync"].get("destinations", [])
+            initial = stages["sync"]["initial_sync"]["by_destination"]
+            unsent = sorted(set(routed) - {n for n, d in initial.items() if d["changes"]})
+            add("sync", "routed destinations sent to by the initial sync", size,
+                f"{len(routed) - len(unsent)} / {len(routed)}" + (f" (none for {', '.join(unsent)})" if unsent else ""),
+                "all", not unsent)  # fmt: skip
             add("sync", "changes/s to loopback sandboxes", size, r["changes_per_s"], "—", None)
             drt = stages["sync"].get("drt", {})
             if drt.get("status") == "ok":

@@ -27,7 +27,7 @@ FINDINGS = {
                   "green with INFO logs only: a silent partial success (destinations/assets.py).", "80b2af7",
                   "9abaf43"),
     "F5": Finding("Meta: a final batch retried after a lost answer hit 2650/1870159 'session already finished' and "
-                  "its rows stayed unacknowledged until the next run (destinations/meta.py).", "80b2af7", "9abaf43"),
+                  "its rows stayed unacknowledged until the next run (destinations/meta/client.py).", "80b2af7", "9abaf43"),
     "F6": Finding("Contacts CSV: an unclosed quote swallowed every following line into one malformed row; those "
                   "people were neither loaded nor rejected (source/contacts.py).", "80b2af7", "9abaf43"),
     "F7": Finding("Contacts CSV: a field over 131,072 characters crashed the contacts asset with an unnamed "
@@ -65,6 +65,22 @@ FINDINGS = {
     "F17": Finding("Disk full on publish left a hidden temp file per attempt and masked the error: later runs "
                    "failed with 'cannot rollback - no transaction is active' instead of 'No space left on device' "
                    "(operations/publish.py, BEGIN/ROLLBACK sites).", "cd941bf", "fcb3ce9"),
+    "F18": Finding("Pinterest: a customer list created during a send is recorded in sync.destination_objects only "
+                   "after every destination's sends, while its people are acknowledged at once under a target that "
+                   "does not name the list; a kill -9 in between leaves them acknowledged in a list the pipeline no "
+                   "longer knows (never updated, removed or suppressed again) and the next run creates no list for "
+                   "them (destinations/assets.py record_created, destinations/pinterest/__init__.py state_target).",
+                   "working tree of issue 14", "issue 14: the engine's on_sent hook records the list and re-keys "
+                   "the send's items to it before any acknowledgement"),
+    "F19": Finding("Pinterest: a list creation whose answer was lost (applied, connection reset) is not retried, as "
+                   "designed, but nothing looks the list up afterwards: the next run creates a second list and the "
+                   "first keeps its first records, untracked (destinations/pinterest/adapter.py create_object).",
+                   "working tree of issue 14", "issue 14: the adapter reuses a list with the segment's neutral name"),
+    "F20": Finding("TikTok (any destination that creates its objects before sending): when creating a segment's "
+                   "audience fails after retries the segment is skipped with a WARNING, the step succeeds and no "
+                   "check fails, unlike a failed membership request (destinations/objects.py resolve_objects, "
+                   "destinations/assets.py with_objects).", "working tree of issue 14",
+                   "issue 14: a creation failure fails the sync step, naming segment and destination"),
 }  # fmt: skip
 
 OPEN = {key for key, finding in FINDINGS.items() if finding.fixed_in is None}

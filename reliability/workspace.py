@@ -29,12 +29,14 @@ from dagster._serdes import serialize_value
 from reliability.capture import Console, Transcript, captured_fds
 from reliability.proxy import FaultProxy
 from retention_pipeline.config import SETTINGS
-from retention_pipeline.destinations.sandbox.customerio import CustomerIoSandbox
-from retention_pipeline.destinations.sandbox.google import GoogleDataManagerSandbox
-from retention_pipeline.destinations.sandbox.meta import MetaSandbox
+from retention_pipeline.sandbox.customerio import CustomerIoSandbox
+from retention_pipeline.sandbox.google import GoogleDataManagerSandbox
+from retention_pipeline.sandbox.meta import MetaSandbox
+from retention_pipeline.sandbox.metronome.server import MetronomeSandbox
+from retention_pipeline.sandbox.metronome.tenant import SandboxTenant, TenantSpec, build_tenant
+from retention_pipeline.sandbox.pinterest import PinterestSandbox
+from retention_pipeline.sandbox.tiktok import TikTokSandbox
 from retention_pipeline.source.extract import ceil_day
-from retention_pipeline.source.sandbox.server import MetronomeSandbox
-from retention_pipeline.source.sandbox.tenant import SandboxTenant, TenantSpec, build_tenant
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = datetime(2026, 11, 20, 10, 30, tzinfo=UTC)
@@ -46,6 +48,14 @@ SPEC = TenantSpec(seed=7, customers=60, history_days=40, now=NOW)
 EXTRACTION_HISTORY_DAYS = 10  # extraction-only scenarios: a short backfill keeps runs fast
 ACTIVATION_HISTORY_DAYS = 30  # features need 14 days; segments need a month to have members
 DESTINATION_TIMEOUT_S = 3  # RETENTION_DESTINATION_TIMEOUT_S: keeps the destination timeout cases short
+# TIKTOK_BATCH_ROWS / PINTEREST_BATCH_RECORDS: small, so a 60-customer tenant's uploads span several requests and a
+# fault can land mid-batch (as PAGE_LIMITS makes Metronome page).
+AD_BATCH = 5
+TIKTOK_ADVERTISER = "7000000000000000001"
+PINTEREST_AD_ACCOUNT = "549756359984"
+DESTINATION_NAMES = ("customerio", "meta", "google", "tiktok", "pinterest")
+# Destinations whose objects the pipeline creates in the suite (none are listed in its destinations.yaml).
+CREATED = ("tiktok", "pinterest")
 
 # Distinctive values, so a scan for them cannot match anything else.
 SECRETS = {
@@ -55,6 +65,8 @@ SECRETS = {
     "CUSTOMERIO_APP_API_KEY": "rlb-cio-app-key-Gd5Nq8Vc2J",
     "META_ACCESS_TOKEN": "rlb-meta-token-Ef7Ku1Xs4P",
     "GOOGLE_ACCESS_TOKEN": "rlb-google-token-Wm9Tr2Lb6H",
+    "TIKTOK_ACCESS_TOKEN": "rlb-tiktok-token-Hq6Vd3Rn8M",
+    "PINTEREST_ACCESS_TOKEN": "rlb-pinterest-token-Xb4Jc7Ws1F",
     "METRONOME_WEBHOOK_SECRET": "rlb-webhook-secret-Ya3Pf8Dn5C",
 }
 
@@ -196,7 +208,11 @@ def outcome_of(result, instance, transcript: Transcript, source: str, seconds: f
 
 
 class Destinations:
-    """Customer.io, Meta and Google sandboxes on loopback, each behind a recording fault proxy."""
+    """Customer.io, Meta, Google, TikTok and Pinterest sandboxes on loopback, each behind a recording fault proxy.
+
+    Customer.io manual segments, Meta audiences and Google user lists are given in destinations.yaml; TikTok
+    audiences and Pinterest customer lists are not, so the pipeline creates them as it does by default (TikTok
+    before the first send, Pinterest from the first adds) and records them in `sync.destination_objects`."""
 
     def __init__(self, root: Path, segments: list, sink: list[bytes] | None = None) -> None:
         self.sink = (
@@ -205,8 +221,18 @@ class Destinations:
         self.cio = CustomerIoSandbox()
         self.meta = MetaSandbox(ad_account_id="1234567890")
         self.google = GoogleDataManagerSandbox()
-        self.servers = [self.cio.serve(), self.meta.serve(), self.google.serve()]
-        self.cio_proxy, self.meta_proxy, self.google_proxy = (FaultProxy(s.url) for s in self.servers)
+        self.tiktok = TikTokSandbox(
+            access_token=SECRETS["TIKTOK_ACCESS_TOKEN"], advertiser_id=TIKTOK_ADVERTISER, max_rows=AD_BATCH
+        )
+        self.pinterest = PinterestSandbox(
+            access_token=SECRETS["PINTEREST_ACCESS_TOKEN"],
+            ad_account_id=PINTEREST_AD_ACCOUNT,
+            max_records=AD_BATCH,
+        )
+        self.servers = [s.serve() for s in (self.cio, self.meta, self.google, self.tiktok, self.pinterest)]
+        self.cio_proxy, self.meta_proxy, self.google_proxy, self.tiktok_proxy, self.pinterest_proxy = (
+            FaultProxy(s.url) for s in self.servers
+        )
         targets = [s for s in segments if s.purpose == "target"]
         self.cio_segments = {
             s.name: self.cio.create_segment(s.name) for s in targets if "customerio" in s.destinations
@@ -220,13 +246,18 @@ class Destinations:
             "meta": {"audiences": self.audiences, "min_audience_floor": 0},
             "google": {"operating_account": {"accountType": "GOOGLE_ADS", "accountId": "1"},
                        "user_lists": self.user_lists},
+            "tiktok": {"audiences": {}, "min_audience_floor": 0},
+            "pinterest": {"customer_lists": {}, "min_audience_floor": 0},
         }  # fmt: skip
         self.routing_path = root / "destinations.yaml"
         self.routing_path.write_text(json.dumps(routing))
 
     @property
     def proxies(self) -> list[FaultProxy]:
-        return [self.cio_proxy, self.meta_proxy, self.google_proxy]
+        return [self.cio_proxy, self.meta_proxy, self.google_proxy, self.tiktok_proxy, self.pinterest_proxy]
+
+    def proxy(self, destination: str) -> FaultProxy:
+        return dict(zip(DESTINATION_NAMES, self.proxies, strict=True))[destination]
 
     def env(self) -> dict[str, str]:
         return {
@@ -241,14 +272,37 @@ class Destinations:
             "META_GRAPH_URL": f"{self.meta_proxy.url}/v25.0",
             "GOOGLE_ACCESS_TOKEN": SECRETS["GOOGLE_ACCESS_TOKEN"],
             "GOOGLE_DATA_MANAGER_URL": self.google_proxy.url,
+            "TIKTOK_ACCESS_TOKEN": SECRETS["TIKTOK_ACCESS_TOKEN"],
+            "TIKTOK_ADVERTISER_ID": TIKTOK_ADVERTISER,
+            "TIKTOK_API_URL": f"{self.tiktok_proxy.url}/open_api/v1.3",
+            "TIKTOK_BATCH_ROWS": str(AD_BATCH),
+            "PINTEREST_ACCESS_TOKEN": SECRETS["PINTEREST_ACCESS_TOKEN"],
+            "PINTEREST_AD_ACCOUNT_ID": PINTEREST_AD_ACCOUNT,
+            "PINTEREST_API_URL": f"{self.pinterest_proxy.url}/v5",
+            "PINTEREST_BATCH_RECORDS": str(AD_BATCH),
         }
 
-    def sends(self) -> int:
-        """Requests that could change a destination (the credential probes are GETs)."""
-        return sum(p.count(lambda e: e.method != "GET") for p in self.proxies)
+    def sends(self, destination: str | None = None) -> int:
+        """Requests that could change a destination (the credential probes and read-backs are GETs)."""
+        proxies = self.proxies if destination is None else [self.proxy(destination)]
+        return sum(p.count(lambda e: e.method != "GET") for p in proxies)
+
+    def tiktok_objects(self) -> dict[str, dict]:
+        """Every audience in the TikTok sandbox: id → its record (name, persons)."""
+        with self.tiktok._lock:
+            return {a: dict(record) for a, record in self.tiktok.audiences.items()}
+
+    def pinterest_objects(self) -> dict[str, dict]:
+        """Every customer list in the Pinterest sandbox: id → {name, members}."""
+        with self.pinterest._lock:
+            return {
+                i: {"name": record["name"], "members": set(self.pinterest._members[i])}
+                for i, record in self.pinterest._lists.items()
+            }
 
     def close(self) -> None:
-        self.sink.extend(e.body for p in (self.meta_proxy, self.google_proxy) for e in p.exchanges if e.body)
+        ads = (self.meta_proxy, self.google_proxy, self.tiktok_proxy, self.pinterest_proxy)
+        self.sink.extend(e.body for p in ads for e in p.exchanges if e.body)
         for proxy in self.proxies:
             proxy.close()
         for server in self.servers:
@@ -261,13 +315,26 @@ class DestinationCheck:
 
     diverged: int = 0  # (segment, destination, person) whose destination state differs from desired
     pending: int = 0  # items the engine would still send (desired − acknowledged)
-    duplicates: int = 0  # Customer.io events accepted more than once + items acknowledged twice
+    # Customer.io events accepted more than once + items acknowledged twice + people held by a second object of
+    # one segment (an audience or list the pipeline created and then lost track of: it is never updated again).
+    duplicates: int = 0
     dropped_duplicate_events: int = 0  # resends the event ids deduplicated (the ids doing their job)
+    orphans: list[str] = field(default_factory=list)  # "destination segment: id (n people)", untracked
+    orphan_people: dict[str, int] = field(default_factory=dict)  # destination → people in untracked objects
     details: list[str] = field(default_factory=list)
 
     @property
     def converged(self) -> bool:
         return self.diverged == 0 and self.pending == 0
+
+    def only(self, destination: str) -> bool:
+        """Every difference found concerns `destination` (its objects or its people): nothing pending, every
+        duplicate a person held by one of its untracked objects."""
+        return (
+            self.pending == 0
+            and self.duplicates == self.orphan_people.get(destination, 0)
+            and all(f"/{destination}" in d for d in self.details)
+        )
 
     def diff(self, label: str, want: set, have: set) -> None:
         missing, extra = len(want - have), len(have - want)
@@ -368,7 +435,7 @@ class Workspace:
             self.env.update(
                 destinations.env()
                 # Fresh files with real-looking destinations: the first-run flag is a deliberate choice here.
-                | {"RETENTION_ALLOW_TARGET_CHANGE": "customerio,meta,google", "RETENTION_FIRST_RUN": "1"}
+                | {"RETENTION_ALLOW_TARGET_CHANGE": ",".join(DESTINATION_NAMES), "RETENTION_FIRST_RUN": "1"}
             )
         self.runs = 0
 
@@ -575,6 +642,66 @@ class Workspace:
 
     # --- destinations against the desired state ---------------------------------------------------------------
 
+    def _recorded_objects(self, con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, str]]:
+        """destination → segment → the object id the pipeline recorded for this workspace's account (what it
+        syncs into from now on), for the destinations whose objects it creates."""
+        from retention_pipeline.destinations import registry
+        from retention_pipeline.destinations.objects import ensure_tables, recorded
+
+        ensure_tables(con)
+        with environ(self.env):
+            accounts = {d: registry.plugin(d).target().identity for d in CREATED}
+        return {d: recorded(con, d, account) for d, account in accounts.items()}
+
+    def _check_created_objects(
+        self, check: DestinationCheck, names: list[str], want: dict, recorded: dict
+    ) -> None:
+        """TikTok audiences and Pinterest customer lists, which the pipeline creates: the recorded object of each
+        segment holds exactly the desired people, and no other object in the sandbox holds anyone (an object
+        created and then lost track of is never updated again: its people count as duplicates)."""
+        from retention_pipeline.destinations.routing import default_name
+
+        d = self.destinations
+        routed = {s.name: s.destinations for s in self.suite.segments}
+        segment_of = {default_name(s.name): s.name for s in self.suite.segments}
+        objects = {
+            "tiktok": {i: {"name": a["name"], "members": {frozenset(p) for p in a["persons"]}}
+                       for i, a in d.tiktok_objects().items() if a["type"] != "Lookalike Audience"},
+            "pinterest": d.pinterest_objects(),
+        }  # fmt: skip
+        for destination in CREATED:
+            ids = recorded.get(destination, {})
+            for segment in names:
+                if destination not in routed.get(segment, ()):
+                    continue
+                people = want.get((segment, destination), {}).values()
+                if destination == "tiktok":
+                    desired = {frozenset((k, v) for k, v in p.items() if v) for p in people}
+                else:
+                    desired = {p["EMAIL"] for p in people if p.get("EMAIL")}
+                object_id = ids.get(segment)
+                if object_id is not None and object_id not in objects[destination]:
+                    check.details.append(
+                        f"{segment}/{destination}: recorded {object_id} is not in the sandbox"
+                    )
+                held = objects[destination].get(object_id, {}).get("members", set())
+                check.diff(f"{segment}/{destination}", desired, held)
+            for object_id, record in objects[destination].items():
+                if object_id in ids.values():
+                    continue
+                segment = segment_of.get(record["name"], record["name"])
+                check.orphans.append(
+                    f"{destination} {segment}: {object_id} ({len(record['members'])} people)"
+                )
+                if record["members"]:
+                    check.duplicates += len(record["members"])
+                    check.orphan_people[destination] = check.orphan_people.get(destination, 0) + len(
+                        record["members"]
+                    )
+                    check.details.append(
+                        f"{segment}/{destination}: untracked {object_id} holds {len(record['members'])} people"
+                    )
+
     def destination_check(self, cadence: str) -> DestinationCheck:
         d, check = self.destinations, DestinationCheck()
         names = [s.name for s in self.suite.segments if s.cadence == cadence and s.purpose == "target"]
@@ -594,6 +721,7 @@ class Workspace:
                 "SELECT count(*) FROM (SELECT 1 FROM sync.ledger_items WHERE status = 'acked' "
                 "GROUP BY segment, destination, member_key, operation, payload_hash HAVING count(*) > 1)"
             ).fetchone()[0]
+            recorded = self._recorded_objects(con)
         copy.unlink()
         want: dict[tuple[str, str], dict[str, dict]] = {}
         for segment, destination, key, payload in desired:
@@ -631,6 +759,7 @@ class Workspace:
             for e in events
         ]
         check.duplicates = len(keys) - len(set(keys)) + acked_twice
+        self._check_created_objects(check, names, want, recorded)
         check.dropped_duplicate_events = d.cio.duplicate_events_dropped
         if check.pending:
             check.details.append(f"{check.pending} planned items never acknowledged")

@@ -196,6 +196,34 @@ SETTINGS: dict[str, Setting] = {
         Setting(
             "GOOGLE_DATA_MANAGER_URL", "https://datamanager.googleapis.com", "Data Manager API base URL."
         ),
+        Setting(
+            "TIKTOK_ACCESS_TOKEN",
+            None,
+            "TikTok API for Business long-term token (Audience Management). Unset: the embedded TikTok sandbox.",
+        ),
+        Setting("TIKTOK_ADVERTISER_ID", None, "TikTok advertiser id (digits; with TIKTOK_ACCESS_TOKEN)."),
+        Setting(
+            "TIKTOK_API_URL",
+            "https://business-api.tiktok.com/open_api/v1.3",
+            "TikTok Marketing API base URL with its version (paths end with '/').",
+        ),
+        Setting(
+            "TIKTOK_BATCH_ROWS",
+            "1000",
+            "People per /segment/mapping/ request (TikTok documents no cap; peers use 1,000).",
+        ),
+        Setting(
+            "PINTEREST_ACCESS_TOKEN",
+            None,
+            "Pinterest OAuth token (scope ads:write). Unset: the embedded Pinterest sandbox.",
+        ),
+        Setting("PINTEREST_AD_ACCOUNT_ID", None, "Pinterest ad account id (with PINTEREST_ACCESS_TOKEN)."),
+        Setting("PINTEREST_API_URL", "https://api.pinterest.com/v5", "Pinterest API base URL (v5)."),
+        Setting(
+            "PINTEREST_BATCH_RECORDS",
+            "10000",
+            "Hashed emails per customer-list PATCH (Pinterest documents no cap; peers use 10,000 / 1 MB).",
+        ),
     ]
 }
 

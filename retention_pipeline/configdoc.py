@@ -77,7 +77,7 @@ GROUPS = (
     Group(
         "All destinations",
         "all-destinations",
-        "Shared by the Customer.io, Meta and Google syncs. See [Activation](activation.md).",
+        "Shared by every destination's sync. See [Activation](activation.md).",
         ("RETENTION_DESTINATIONS_CONFIG", "RETENTION_DESTINATION_TIMEOUT_S", "RETENTION_COVERAGE_MIN_PCT"),
     ),
     Group(
@@ -106,6 +106,18 @@ GROUPS = (
         "Unset token: the embedded Google Data Manager sandbox. See "
         "[Google](connecting.md#google-customer-match-data-manager).",
         ("GOOGLE_ACCESS_TOKEN", "GOOGLE_DATA_MANAGER_URL"),
+    ),
+    Group(
+        "TikTok",
+        "tiktok",
+        "Unset token and advertiser: the embedded TikTok sandbox. See [TikTok](connecting.md#tiktok).",
+        ("TIKTOK_ACCESS_TOKEN", "TIKTOK_ADVERTISER_ID", "TIKTOK_API_URL", "TIKTOK_BATCH_ROWS"),
+    ),
+    Group(
+        "Pinterest",
+        "pinterest",
+        "Unset token and ad account: the embedded Pinterest sandbox. See [Pinterest](connecting.md#pinterest).",
+        ("PINTEREST_ACCESS_TOKEN", "PINTEREST_AD_ACCOUNT_ID", "PINTEREST_API_URL", "PINTEREST_BATCH_RECORDS"),
     ),
     Group(
         "Metronome notifications",
@@ -145,8 +157,8 @@ DETAILS = {
     "twice the file's size on disk while it is built.",
     "RETENTION_DESTINATION_TIMEOUT_S": "Range (0, 600]. A timed-out request is retried; a batch applied whose answer "
     "was lost is absorbed by event ids and idempotent membership calls.",
-    "RETENTION_DESTINATIONS_CONFIG": "Maps each segment to its Customer.io manual segment, Meta audience and Google "
-    "user list.",
+    "RETENTION_DESTINATIONS_CONFIG": "Maps each segment to its object in each destination (audience, list, manual "
+    "segment), the neutral names vendors see, and lookalikes; objects without an id are created on the first sync.",
     "CUSTOMERIO_REGION": "A region that disagrees with the workspace's own fails the run before sending.",
     "META_GRAPH_URL": "Must end with a pinned version (`/v25.0`).",
     "GOOGLE_ACCESS_TOKEN": "Not probed at setup: a bad token fails the first Google request.",

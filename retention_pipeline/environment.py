@@ -20,19 +20,13 @@ import dagster as dg
 import duckdb
 
 from retention_pipeline.config import ConfigError, env
+from retention_pipeline.destinations import registry
 from retention_pipeline.redact import redact_url
 from retention_pipeline.warehouse import DuckDBWarehouse, transaction
 
 SANDBOX = "sandbox"
 ENVIRONMENTS = ("development", "production")
-SYSTEMS = ("metronome", "customerio", "meta", "google")
-# Customer.io's Track and App hosts per workspace region (the client imports these: one home).
-REGION_HOSTS = {
-    "us": ("https://track.customer.io", "https://api.customer.io"),
-    "eu": ("https://track-eu.customer.io", "https://api-eu.customer.io"),
-}
 TRUE, FALSE = {"1", "true", "yes", "on"}, {"", "0", "false", "no", "off"}
-LABELS = {"metronome": "Metronome source", "customerio": "Customer.io", "meta": "Meta", "google": "Google"}
 
 DDL = """
 CREATE SCHEMA IF NOT EXISTS pipeline;
@@ -57,7 +51,7 @@ class Target:
         return self.identity == SANDBOX
 
     def describe(self) -> str:
-        return f"{LABELS[self.system]} {self.identity!r}"
+        return f"{label(self.system)} {self.identity!r}"
 
 
 def retention_env() -> str:
@@ -67,17 +61,17 @@ def retention_env() -> str:
     return value
 
 
-def _sandbox_or_fail(system: str, variables: tuple[str, ...]) -> Target:
+def sandbox_or_fail(system: str, variables: tuple[str, ...]) -> Target:
     """No credentials: the sandbox in development, a configuration error in production."""
     if retention_env() == "production":
         raise ConfigError(
-            f"RETENTION_ENV=production: {' and '.join(variables)} must be set for {LABELS[system]}; in production a "
+            f"RETENTION_ENV=production: {' and '.join(variables)} must be set for {label(system)}; in production a "
             "missing credential is an error, never a silent switch to the sandbox."
         )
     return Target(system, SANDBOX, variables, {})
 
 
-def _require_all(*settings: tuple[str, str | None]) -> None:
+def require_all(*settings: tuple[str, str | None]) -> None:
     missing = [name for name, value in settings if value is None]
     if missing:
         given = [name for name, value in settings if value is not None]
@@ -100,7 +94,7 @@ def http_url(name: str, value: str) -> str:
     return value.rstrip("/")
 
 
-def _where(url: str) -> str:
+def where(url: str) -> str:
     """host[:port][/path] of a URL: what distinguishes one deployment of an API from another."""
     parsed = urlparse(url)
     host = parsed.hostname or ""
@@ -109,86 +103,38 @@ def _where(url: str) -> str:
     return host + parsed.path.rstrip("/")
 
 
-def _token_and_url(system: str, token_var: str, url_var: str, token: str | None, url: str | None) -> Target:
+def token_and_url(system: str, token_var: str, url_var: str, token: str | None, url: str | None) -> Target:
     """A system reached with one token at one base URL: the sandbox without the token, else the API at the URL."""
     token = env(token_var, token)
     if token is None:
-        return _sandbox_or_fail(system, (token_var,))
+        return sandbox_or_fail(system, (token_var,))
     base_url = http_url(url_var, env(url_var, url))
-    return Target(system, _where(base_url), (token_var, url_var), {"token": token, "url": base_url})
+    return Target(system, where(base_url), (token_var, url_var), {"token": token, "url": base_url})
 
 
 def metronome_target(token: str | None = None, url: str | None = None) -> Target:
-    return _token_and_url("metronome", "METRONOME_BEARER_TOKEN", "METRONOME_API_URL", token, url)
+    return token_and_url("metronome", "METRONOME_BEARER_TOKEN", "METRONOME_API_URL", token, url)
 
 
-def customerio_target(
-    site_id: str | None = None,
-    api_key: str | None = None,
-    app_api_key: str | None = None,
-    region: str | None = None,
-    track_url: str | None = None,
-    app_url: str | None = None,
-) -> Target:
-    region = env("CUSTOMERIO_REGION", region).lower()
-    if region not in REGION_HOSTS:
-        raise ConfigError(f"CUSTOMERIO_REGION={region!r} must be us or eu.")
-    site_id = env("CUSTOMERIO_SITE_ID", site_id)
-    api_key = env("CUSTOMERIO_API_KEY", api_key)
-    app_api_key = env("CUSTOMERIO_APP_API_KEY", app_api_key)
-    variables = ("CUSTOMERIO_SITE_ID", "CUSTOMERIO_API_KEY")
-    if site_id is None and api_key is None:
-        if app_api_key is not None:
-            raise ConfigError(
-                "CUSTOMERIO_APP_API_KEY is set but CUSTOMERIO_SITE_ID and CUSTOMERIO_API_KEY are not."
-            )
-        target = _sandbox_or_fail("customerio", variables)
-        return Target(target.system, target.identity, target.variables, {"region": region})
-    _require_all(("CUSTOMERIO_SITE_ID", site_id), ("CUSTOMERIO_API_KEY", api_key))
-    track_default, app_default = REGION_HOSTS[region]
-    track = http_url("CUSTOMERIO_TRACK_URL", env("CUSTOMERIO_TRACK_URL", track_url) or track_default)
-    app = http_url("CUSTOMERIO_APP_URL", env("CUSTOMERIO_APP_URL", app_url) or app_default)
-    return Target(
-        "customerio",
-        f"site {site_id} @ {_where(track)}",
-        (*variables, "CUSTOMERIO_REGION", "CUSTOMERIO_TRACK_URL"),
-        {"site_id": site_id, "api_key": api_key, "app_api_key": app_api_key, "region": region,
-         "track_url": track, "app_url": app},
-    )  # fmt: skip
+def label(system: str) -> str:
+    """How messages name a system: the registry's label for a destination."""
+    if system == "metronome":
+        return "Metronome source"
+    return registry.spec(system).label if system in registry.names() else system
 
 
-def meta_target(token: str | None = None, account: str | None = None, graph_url: str | None = None) -> Target:
-    token = env("META_ACCESS_TOKEN", token)
-    account = env("META_AD_ACCOUNT_ID", account)
-    variables = ("META_ACCESS_TOKEN", "META_AD_ACCOUNT_ID")
-    if token is None and account is None:
-        return _sandbox_or_fail("meta", variables)
-    _require_all(("META_ACCESS_TOKEN", token), ("META_AD_ACCOUNT_ID", account))
-    url = http_url("META_GRAPH_URL", env("META_GRAPH_URL", graph_url))
-    account_id = account.removeprefix("act_")
-    return Target(
-        "meta",
-        f"act_{account_id} @ {_where(url)}",
-        (*variables, "META_GRAPH_URL"),
-        {"token": token, "account": account, "graph_url": url},
-    )
+def systems() -> tuple[str, ...]:
+    return ("metronome", *registry.names())
 
 
-def google_target(token: str | None = None, url: str | None = None) -> Target:
-    return _token_and_url("google", "GOOGLE_ACCESS_TOKEN", "GOOGLE_DATA_MANAGER_URL", token, url)
-
-
-RESOLVERS = {
-    "metronome": metronome_target,
-    "customerio": customerio_target,
-    "meta": meta_target,
-    "google": google_target,
-}
+def resolver(system: str):
+    """The function that reads `system`'s target from the environment (no network)."""
+    return metronome_target if system == "metronome" else registry.plugin(system).target
 
 
 def resolve(systems: list[str] | tuple[str, ...]) -> list[Target]:
     """The targets of the given systems, from the environment (no network)."""
-    return [RESOLVERS[s]() for s in systems]
+    return [resolver(s)() for s in systems]
 
 
 def allowed_changes() -> set[str]:
@@ -197,13 +143,13 @@ def allowed_changes() -> set[str]:
     if raw in ("", "0", "false", "no", "off"):
         return set()
     if raw in ("1", "true", "yes", "on", "all"):
-        return set(SYSTEMS)
+        return set(systems())
     names = {n.strip() for n in raw.split(",") if n.strip()}
-    unknown = names - set(SYSTEMS)
+    unknown = names - set(systems())
     if unknown:
         raise ConfigError(
             f"RETENTION_ALLOW_TARGET_CHANGE={raw!r}: unknown system(s) {sorted(unknown)}; use 1 (all) or a comma list "
-            f"of {', '.join(SYSTEMS)}."
+            f"of {', '.join(systems())}."
         )
     return names
 
@@ -288,14 +234,14 @@ def verify_bindings(
                 conflicts[target.system] = _conflict(target, row[0])
                 continue
             if row is None:
-                notes.append(f"{target.describe()} recorded as this file's {LABELS[target.system]} target")
+                notes.append(f"{target.describe()} recorded as this file's {label(target.system)} target")
             else:
                 con.execute(
                     "UPDATE pipeline.bindings SET replaced_at = ? WHERE system = ? AND replaced_at IS NULL",
                     [now, target.system],
                 )
                 notes.append(
-                    f"{LABELS[target.system]} switched from {row[0]!r} to {target.identity!r} "
+                    f"{label(target.system)} switched from {row[0]!r} to {target.identity!r} "
                     "(RETENTION_ALLOW_TARGET_CHANGE); acknowledged state of the old target does not count for the "
                     "new one"
                 )
@@ -325,7 +271,7 @@ def _conflict(target: Target, recorded: str) -> str:
         if target.is_sandbox
         else f"from {', '.join(target.variables)}"
     )
-    return f"{LABELS[target.system]}: the file was used with {recorded!r}, this run resolves {target.identity!r} {why}"
+    return f"{label(target.system)}: the file was used with {recorded!r}, this run resolves {target.identity!r} {why}"
 
 
 def current_bindings(con: duckdb.DuckDBPyConnection) -> dict[str, str]:

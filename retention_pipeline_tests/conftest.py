@@ -17,8 +17,8 @@ import dagster as dg
 import pytest
 
 from retention_pipeline.config import SETTINGS
-from retention_pipeline.source.sandbox.server import MetronomeSandbox
-from retention_pipeline.source.sandbox.tenant import TenantSpec, build_tenant
+from retention_pipeline.sandbox.metronome.server import MetronomeSandbox
+from retention_pipeline.sandbox.metronome.tenant import TenantSpec, build_tenant
 
 NOW = datetime(2026, 11, 20, 10, 30, tzinfo=UTC)
 SMALL = TenantSpec(seed=7, customers=40, history_days=40, now=NOW)

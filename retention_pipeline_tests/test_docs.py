@@ -33,7 +33,7 @@ GENERATED = {
     "docs/reliability.md": ["reliability/run.py", "Makefile"],
 }
 SHELL_LANGS = {"bash", "sh", "shell", "console"}
-ENV_NAME = re.compile(r"\b(?:RETENTION|METRONOME|CUSTOMERIO|META|GOOGLE)_[A-Z_]+\b")
+ENV_NAME = re.compile(r"\b(?:RETENTION|METRONOME|CUSTOMERIO|META|GOOGLE|TIKTOK|PINTEREST)_[A-Z_]+\b")
 # Upper-case words with those prefixes that are vendor vocabulary, not environment variables.
 NOT_ENV_VARS = {"GOOGLE_ADS": "Data Manager accountType of a Google Ads account"}
 MARKER = re.compile(r"^<!--\s*(illustrative|tested-by)\s*(?::\s*(.*?))?\s*-->$")

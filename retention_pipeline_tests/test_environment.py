@@ -5,19 +5,22 @@ import pytest
 
 from retention_pipeline.cli import main
 from retention_pipeline.config import ConfigError
+from retention_pipeline.destinations.meta.resource import meta_target
 from retention_pipeline.environment import (
-    SYSTEMS,
     current_bindings,
     is_new_file,
-    meta_target,
     metronome_target,
     resolve,
+    systems,
     verify_bindings,
 )
 
+SYSTEMS = systems()  # the source and every registered destination
+
 
 def test_nothing_set_is_the_sandbox_everywhere():
-    assert [t.identity for t in resolve(SYSTEMS)] == ["sandbox"] * 4
+    assert SYSTEMS == ("metronome", "customerio", "meta", "google", "tiktok", "pinterest")
+    assert [t.identity for t in resolve(SYSTEMS)] == ["sandbox"] * 6
 
 
 def test_credentials_resolve_to_the_account_they_reach(monkeypatch):
@@ -60,7 +63,7 @@ def _con(tmp_path):
 def test_first_use_is_recorded_and_the_same_targets_pass(tmp_path):
     with _con(tmp_path) as con:
         notes = verify_bindings(con, resolve(SYSTEMS), tmp_path / "x.duckdb")
-        assert len(notes) == 4
+        assert len(notes) == 6  # one per system
         assert current_bindings(con) == dict.fromkeys(SYSTEMS, "sandbox")
         assert verify_bindings(con, resolve(SYSTEMS), tmp_path / "x.duckdb") == []
 
@@ -93,8 +96,8 @@ def test_an_allowed_switch_is_recorded_with_its_history(tmp_path, monkeypatch):
             "SELECT identity, replaced_at IS NOT NULL FROM pipeline.bindings WHERE system = 'google' ORDER BY bound_at"
         ).fetchall()
         assert rows == [("sandbox", True), ("datamanager.googleapis.com", False)]
-        monkeypatch.setenv("RETENTION_ALLOW_TARGET_CHANGE", "tiktok")
-        with pytest.raises(ConfigError, match="RETENTION_ALLOW_TARGET_CHANGE='tiktok'"):
+        monkeypatch.setenv("RETENTION_ALLOW_TARGET_CHANGE", "snapchat")  # not a system (tiktok is one now)
+        with pytest.raises(ConfigError, match="RETENTION_ALLOW_TARGET_CHANGE='snapchat'"):
             verify_bindings(con, resolve(SYSTEMS), "x.duckdb")
 
 
@@ -145,7 +148,7 @@ def test_sandbox_destinations_never_need_the_first_run_flag(tmp_path, monkeypatc
     monkeypatch.setenv("METRONOME_BEARER_TOKEN", "t")  # a real source alone sends nothing anywhere
     with _con(tmp_path) as con:
         assert is_new_file(con)
-        assert len(verify_bindings(con, resolve(SYSTEMS), tmp_path / "x.duckdb")) == 4
+        assert len(verify_bindings(con, resolve(SYSTEMS), tmp_path / "x.duckdb")) == 6  # one per system
 
 
 def test_a_file_with_sync_state_but_no_bindings_is_not_new(tmp_path, monkeypatch):

@@ -123,12 +123,26 @@ def test_only_the_latest_partition_of_each_cadence_is_synced(runs):
     assert synced == {DAY}
 
 
+def test_every_destination_is_synced_into_objects_the_sync_created(runs):
+    """Every registered destination acknowledged people on the embedded sandboxes, into objects the sync created
+    through each API (the in-process sandboxes start empty; Google's user lists come from destinations.yaml)."""
+    acknowledged = dict(query(runs, "SELECT destination, count(*) FROM sync.destination_state GROUP BY 1"))
+    assert set(acknowledged) == {"customerio", "meta", "google", "tiktok", "pinterest"}
+    assert all(count > 0 for count in acknowledged.values())
+    created = query(
+        runs, "SELECT DISTINCT destination, origin FROM sync.destination_objects WHERE kind = 'audience'"
+    )
+    assert set(created) == {(d, "sandbox") for d in ("customerio", "meta", "tiktok", "pinterest")}
+
+
 def test_the_summary_counts_per_destination_and_per_segment(runs):
     lines = runs.first.splitlines()
     destinations = {
-        line.split()[0]: line for line in lines if re.match(r"\s+(customerio|meta|google)\s+\+", line)
+        line.split()[0]: line
+        for line in lines
+        if re.match(r"\s+(customerio|meta|google|tiktok|pinterest)\s+\+", line)
     }
-    assert set(destinations) == {"customerio", "meta", "google"}
+    assert set(destinations) == {"customerio", "meta", "google", "tiktok", "pinterest"}
     for line in destinations.values():
         assert re.search(r"\+\d+ added\s+−\d+ removed\s+~\d+ updated\s+\d+ rejected\s+coverage \d+%", line), (
             line

@@ -2,7 +2,7 @@
 description: Prepaid credits nearly gone (a week or less left at the current burn, or 80%+ used); prompt a top-up.
 cadence: hourly
 purpose: target
-destinations: [customerio, meta, google]
+destinations: [customerio, meta, google, tiktok, pinterest]
 holdout_pct: 10
 min_size: 0
 max_change_pct: 50

@@ -2,7 +2,7 @@
 description: Renewal within 7 days and activity flat-lining or falling; save the renewal.
 cadence: daily
 purpose: target
-destinations: [customerio, meta, google]
+destinations: [customerio, meta, google, tiktok, pinterest]
 holdout_pct: 10
 min_size: 0
 max_change_pct: 50

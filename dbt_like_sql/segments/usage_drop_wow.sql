@@ -2,7 +2,7 @@
 description: Accounts whose weekly activity fell 40% or more week over week; reach out before they churn.
 cadence: daily
 purpose: target
-destinations: [customerio, meta, google]
+destinations: [customerio, meta, google, tiktok, pinterest]
 holdout_pct: 10
 min_size: 0
 max_change_pct: 50

@@ -2,7 +2,7 @@
 description: Accounts lapsed 45–120 days (timeboxed winback); never while their payment is failing.
 cadence: daily
 purpose: target
-destinations: [customerio, meta, google]
+destinations: [customerio, meta, google, tiktok, pinterest]
 exclude: [failed_payment_active]
 holdout_pct: 10
 min_size: 0

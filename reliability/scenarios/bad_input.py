@@ -314,6 +314,10 @@ def env_cases(tmp: Path) -> list[EnvCase]:
         EnvCase("CUSTOMERIO_REGION", "mars", "sync"),
         EnvCase("CUSTOMERIO_API_KEY", "", "sync"),  # site id without its key
         EnvCase("META_GRAPH_URL", "https://graph.facebook.com", "sync"),
+        EnvCase("TIKTOK_API_URL", "https://business-api.tiktok.com/open_api", "sync"),  # no pinned version
+        EnvCase("TIKTOK_BATCH_ROWS", "0", "sync"),
+        EnvCase("PINTEREST_AD_ACCOUNT_ID", "my-account", "sync"),
+        EnvCase("PINTEREST_BATCH_RECORDS", "lots", "sync"),
         EnvCase("RETENTION_DESTINATIONS_CONFIG", str(tmp / "missing.yaml"), "sync"),
         EnvCase(
             "RETENTION_EXPORT_DIR",

@@ -19,6 +19,7 @@ import duckdb
 from reliability.report import Row
 from reliability.workspace import (
     ACTIVATION_HISTORY_DAYS,
+    AD_BATCH,
     DAY,
     RAW_DAILY,
     SYNC_DAILY,
@@ -120,20 +121,38 @@ class _SyncKills:
     syncs: int = 0
     corrupt: list[str] = field(default_factory=list)
     unconverged: list[str] = field(default_factory=list)
+    orphans: list[str] = field(default_factory=list)  # audiences / lists created, then lost track of
+    findings: set[str | None] = field(
+        default_factory=set
+    )  # what explains each unconverged sync (None: nothing)
 
 
-def _kill_until_done(ws: Workspace, day: str, due: int, rng: random.Random, stats: _SyncKills) -> None:
+def _left(ws: Workspace, destination: str | None) -> tuple[int, int]:
+    """(items, units of work) the next daily sync would send: segment × destination pairs for the whole sync, or
+    for one destination the requests of AD_BATCH items its plan still needs."""
+    if destination is None:
+        return ws.plan_size("daily")
+    plan = ws.plan("daily")
+    items = sum(n for (_, dst, _), n in plan.items() if dst == destination)
+    return items, sum(-(-n // AD_BATCH) for (_, dst, _), n in plan.items() if dst == destination)
+
+
+def _kill_until_done(
+    ws: Workspace, day: str, due: int, rng: random.Random, stats: _SyncKills, destination: str | None = None
+) -> None:
     """Kill the day's sync at random points while it has work left and kills are due; then a normal sync that must
-    converge with no duplicate effect."""
+    converge with no duplicate effect. With `destination`, every kill lands at a random one of the requests that
+    destination's part of the plan still needs (+0-300 ms), i.e. in the middle of its uploads."""
     d = ws.destinations
-    items, pairs = ws.plan_size("daily")
+    items, work = _left(ws, destination)
     stats.planned += items
     today = 0
-    while today < due and pairs:
-        before = d.sends()
+    while today < due and work:
+        before = d.sends(destination)
         child = ws.spawn("daily_retention", day, SYNC_DAILY)
-        if rng.random() < 0.5:  # at a request of the plan still to send, or a moment after it (acks, ledger)
-            count, threshold = (lambda b=before: d.sends() - b), rng.randint(1, pairs)
+        if destination is not None or rng.random() < 0.5:
+            # at a request of the plan still to send, or a moment after it (acks, ledger)
+            count, threshold = (lambda b=before: d.sends(destination) - b), rng.randint(1, work)
             delay = rng.choice([0.0, rng.uniform(0, 0.3)])
         else:  # anywhere in the sync step's first second: planning, intents, sends, acks
             count, threshold, delay = (lambda c=child: _step_started(c)), 1, rng.uniform(0, 1.0)
@@ -143,7 +162,7 @@ def _kill_until_done(ws: Workspace, day: str, due: int, rng: random.Random, stat
             stats.finished_first += 1
         if error := _opens(ws):
             stats.corrupt.append(error)
-        pairs = ws.plan_size("daily")[1]
+        work = _left(ws, destination)[1]
     stats.landed += today
     outcome = ws.run("daily_retention", day, SYNC_DAILY)
     check = ws.destination_check("daily")
@@ -154,8 +173,11 @@ def _kill_until_done(ws: Workspace, day: str, due: int, rng: random.Random, stat
     stats.unacknowledged += ws.query(
         "SELECT count(*) FROM sync.ledger_items WHERE status = 'unacknowledged'"
     )[0][0]
+    stats.orphans += check.orphans
     if not (outcome.success and check.converged and check.duplicates == 0):
-        stats.unconverged.append(f"{day}: {outcome.message or '; '.join(check.details)}"[:200])
+        stats.unconverged.append(f"{day}: {outcome.message or '; '.join(check.details)}"[:300])
+        # A kill between a Pinterest list's creation (in the send) and its recording, after the sends (F18).
+        stats.findings.add("F18" if outcome.success and check.only("pinterest") else None)
 
 
 def sync(suite: Suite, kills: int, rng: random.Random, days: list[str]) -> Row:
@@ -193,6 +215,7 @@ def sync(suite: Suite, kills: int, rng: random.Random, days: list[str]) -> Row:
         else None
         if complete
         else f"only {stats.landed} kills",
+        finding=_finding(stats),
     )
     row.note(
         f"{len(days)} consecutive day(s) + {rounds} first-sync round(s), {stats.planned} changes planned; kills at a "
@@ -209,9 +232,69 @@ def sync(suite: Suite, kills: int, rng: random.Random, days: list[str]) -> Row:
     )
     if stats.corrupt:
         row.note(f"{len(stats.corrupt)} corrupt opens: {stats.corrupt[0][:100]}")
+    if stats.orphans:
+        row.note(f"untracked objects left: {'; '.join(stats.orphans)[:160]}")
     row.metrics.update(
         {"kills": stats.landed, "corrupt_opens": len(stats.corrupt), "resent_events_dropped": stats.dropped}
     )
+    return row
+
+
+LABELS = {"tiktok": "TikTok audience uploads", "pinterest": "Pinterest customer list uploads"}
+
+
+def _finding(stats: _SyncKills) -> str | None:
+    """The open finding that explains every unconverged sync, if one does (a corrupt file never is)."""
+    return "F18" if stats.findings == {"F18"} and not stats.corrupt else None
+
+
+def destination_sync(suite: Suite, destination: str, kills: int, rng: random.Random) -> Row:
+    """Kills aimed at one destination's uploads (TikTok, Pinterest: objects the pipeline creates, uploads of
+    AD_BATCH people per request): rounds from the prepared daily file with fresh destinations (a first sync, so the
+    object is created in the killed run too), each killed at a random one of that destination's remaining requests
+    until its plan is done or the kills are spent, then a normal sync that must converge with no duplicate and no
+    untracked object holding people."""
+    from reliability.scenarios.destinations import prepare_base
+
+    stats = _SyncKills()
+    rounds = 0
+    while stats.landed < kills and not stats.unconverged and rounds < kills:
+        prepare_base(suite)
+        rounds += 1
+        ws = suite.workspace(f"kill-{destination}", history_days=ACTIVATION_HISTORY_DAYS, destinations=True)
+        ws.adopt_db(suite.base_daily)
+        _kill_until_done(ws, DAY, kills - stats.landed, rng, stats, destination)
+        ws.close()
+    row = Row(GROUP, f"kill -9 during {LABELS[destination]} (mid-batch), ×{stats.landed}, then a normal run")
+    row.injections = stats.landed
+    complete = stats.landed >= kills
+    row.case(
+        not stats.corrupt and not stats.unconverged and complete,
+        lost=stats.diverged,
+        duplicates=stats.duplicates,
+        message=stats.unconverged[0]
+        if stats.unconverged
+        else None
+        if complete
+        else f"only {stats.landed} kills",
+        finding=_finding(stats),
+    )
+    row.note(
+        f"{rounds} first-sync round(s), {stats.planned} {destination} changes planned; kills at a random one of "
+        f"its remaining requests ({AD_BATCH} people each, +0-300 ms); {stats.finished_first} sync(s) finished "
+        "before their kill point"
+    )
+    row.note(f"{stats.unacknowledged} item(s) re-planned after a kill")
+    row.note(
+        f"each of {stats.syncs} normal syncs converged, no duplicate"
+        if not stats.unconverged
+        else f"not converged: {stats.unconverged[0]}"
+    )
+    if stats.orphans:
+        row.note(f"untracked objects left: {'; '.join(stats.orphans)[:160]}")
+    if stats.corrupt:
+        row.note(f"{len(stats.corrupt)} corrupt opens: {stats.corrupt[0][:100]}")
+    row.metrics.update({"kills": stats.landed, "corrupt_opens": len(stats.corrupt)})
     return row
 
 
@@ -235,4 +318,7 @@ def scenarios(suite: Suite, quick: bool, kills: int, seed: int) -> list[Row]:
     suite.progress(rows[-1])
     rows.append(sync(suite, sync_kills, rng, SYNC_DAYS[-1:] if quick else SYNC_DAYS))
     suite.progress(rows[-1])
+    for destination in LABELS:
+        rows.append(destination_sync(suite, destination, max(1, kills // 4), rng))
+        suite.progress(rows[-1])
     return rows

@@ -1,7 +1,7 @@
 """Send-time safety (issue 12): what must never reach a destination, checked at the destinations themselves.
 
-- Suppression on a first run: the daily job runs before any hourly partition exists; Meta and Google must hold no
-  person at an account the newest features suppress, after the daily and after the hourly job, and a second run of
+- Suppression on a first run: the daily job runs before any hourly partition exists; Meta, Google, TikTok and
+  Pinterest must hold no person at an account the newest features suppress, after the daily and after the hourly job, and a second run of
   both must send nothing.
 - Suppression between daily runs: accounts flagged `do_not_retarget` in Metronome after the daily run must leave
   every ad audience (daily segments included) at the next hourly run.
@@ -25,12 +25,20 @@ import pandas as pd
 from reliability.proxy import Exchange, Rule
 from reliability.report import Row
 from reliability.workspace import ACTIVATION_HISTORY_DAYS, DAY, DAY_END, Suite, Workspace
-from retention_pipeline.destinations.identity import email_sha256, google_email_sha256, meta_phone_sha256
+from retention_pipeline.destinations import registry
+from retention_pipeline.destinations.identity import (
+    email_sha256,
+    google_email_sha256,
+    google_phone_sha256,
+    meta_phone_sha256,
+)
 
 GROUP = "Send-time safety"
 HOURS = ("2026-11-20-08:00", "2026-11-20-09:00")
 UNSET_DESTINATIONS = {name: "" for name in ("CUSTOMERIO_SITE_ID", "CUSTOMERIO_API_KEY", "CUSTOMERIO_APP_API_KEY",
-                                             "META_ACCESS_TOKEN", "META_AD_ACCOUNT_ID", "GOOGLE_ACCESS_TOKEN")}  # fmt: skip
+                                             "META_ACCESS_TOKEN", "META_AD_ACCOUNT_ID", "GOOGLE_ACCESS_TOKEN",
+                                             "TIKTOK_ACCESS_TOKEN", "TIKTOK_ADVERTISER_ID", "PINTEREST_ACCESS_TOKEN",
+                                             "PINTEREST_AD_ACCOUNT_ID")}  # fmt: skip
 STRICT = {
     "RETENTION_ALLOW_TARGET_CHANGE": ""
 }  # the suite allows switches by default (fresh sandboxes per case)
@@ -51,17 +59,29 @@ def _suppressed(ws: Workspace, cadence: str) -> list[tuple[str, str | None, str 
 def _hashes(people) -> set[str]:
     out: set[str] = set()
     for _, email, phone in people:
-        out |= {email_sha256(email), google_email_sha256(email), meta_phone_sha256(phone)}
+        # TikTok's phone hash is Google's (E.164 with '+'); TikTok and Pinterest hash the email like Meta.
+        out |= {
+            email_sha256(email),
+            google_email_sha256(email),
+            meta_phone_sha256(phone),
+            google_phone_sha256(phone),
+        }
     return out - {None}
 
 
 def _in_ads(ws: Workspace) -> set[str]:
+    """Every hash held by any ad audience or list in the sandboxes (TikTok and Pinterest: every object there, the
+    untracked ones included)."""
     d = ws.destinations
     found: set[str] = set()
     for audience in d.audiences.values():
         found |= d.meta.members(audience, "EMAIL") | d.meta.members(audience, "PHONE")
     for user_list in d.user_lists.values():
         found |= d.google.members(user_list, "emailAddress")
+    for audience in d.tiktok_objects().values():
+        found |= {value for person in audience["persons"] for _, value in person}
+    for customer_list in d.pinterest_objects().values():
+        found |= customer_list["members"]
     return found
 
 
@@ -114,13 +134,14 @@ def _suppression_rows(suite: Suite, saved: dict) -> tuple[list[Row], Workspace]:
     first.case(all(o.success for o in again) and not extra, duplicates=extra,
                message=f"{extra} request(s) on the second run")  # fmt: skip
     first.note(f"{exposed} suppressed people were members of daily ad segments; {len(suppressed)} suppressed at the "
-               f"daily as_of; Meta/Google held 0 of them after each run; second run sent {extra} requests")  # fmt: skip
+               f"daily as_of; the ad platforms held {sent} of them after the runs; second run sent {extra} requests")  # fmt: skip
 
     between = Row(GROUP, "an account flagged do_not_retarget between daily runs, gone at the next hourly run")
     targets = ws.query(
         """SELECT DISTINCT s.member_key, s.customer_id FROM sync.destination_state AS s
         JOIN segments.definitions AS d USING (segment)
-        WHERE s.destination IN ('meta', 'google') AND d.cadence = 'daily' ORDER BY ALL LIMIT 3"""
+        WHERE s.destination IN (SELECT unnest($ads::VARCHAR[])) AND d.cadence = 'daily' ORDER BY ALL LIMIT 3""",
+        {"ads": list(registry.ad_names())},
     )
     customers = sorted({c for _, c in targets})
     _flag(suite, customers, saved)
@@ -133,15 +154,15 @@ def _suppression_rows(suite: Suite, saved: dict) -> tuple[list[Row], Workspace]:
     )
     left = _people_in(ws, people, _in_ads(ws))
     state = ws.query(
-        "SELECT count(*) FROM sync.destination_state WHERE destination IN ('meta', 'google') "
+        "SELECT count(*) FROM sync.destination_state WHERE destination IN (SELECT unnest(?::VARCHAR[])) "
         "AND customer_id IN (SELECT unnest(?::VARCHAR[]))",
-        [customers],
+        [list(registry.ad_names()), customers],
     )[0][0]
     for _ in customers:
         between.case(outcome.success and not left and not state, message=outcome.message or None)
     between.rows_lost += left
     between.note(f"{len(people)} people at {len(customers)} accounts of daily ad segments; after the next "
-                 f"hourly run {left} still in Meta/Google, {state} in acknowledged ad state")  # fmt: skip
+                 f"hourly run {left} still in Meta/Google/TikTok/Pinterest, {state} in acknowledged ad state")  # fmt: skip
     return [first, between], ws
 
 

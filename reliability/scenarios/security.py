@@ -2,7 +2,7 @@
 
 Two scenarios (not in --quick) first feed the scans what redaction is for: destinations whose error bodies quote a
 person's email and phone and a URL with credentials (Customer.io per-op 207s, Google 400s), and each configured URL
-(Metronome and the three destinations) written with `user:password@`. Each checks its own runs' captured output and
+(Metronome and the five destinations) written with `user:password@`. Each checks its own runs' captured output and
 event log (the echo also the `sync.ledger` / `sync.ledger_items` text); the scans below then cover them too.
 
 Secrets are the distinctive values the suite set (tokens, keys, the webhook secret, Customer.io's Basic credential,
@@ -150,7 +150,8 @@ def url_credentials(suite: Suite, ws: Workspace) -> Row:
     systems set up after it): the password appears in nothing the run printed or logged."""
     row = Row(GROUP, "configured URLs with user:password@ (Metronome and each destination)")
     systems = {"Metronome": ("METRONOME_API_URL",), "Customer.io": ("CUSTOMERIO_TRACK_URL", "CUSTOMERIO_APP_URL"),
-               "Meta": ("META_GRAPH_URL",), "Google": ("GOOGLE_DATA_MANAGER_URL",)}  # fmt: skip
+               "Meta": ("META_GRAPH_URL",), "Google": ("GOOGLE_DATA_MANAGER_URL",), "TikTok": ("TIKTOK_API_URL",),
+               "Pinterest": ("PINTEREST_API_URL",)}  # fmt: skip
     for system, settings in systems.items():
         selection = [["raw", "metronome_customers"]] if system == "Metronome" else SYNC_DAILY
         outcome = ws.run(
@@ -204,7 +205,7 @@ def scenarios(suite: Suite, quick: bool) -> list[Row]:
     log_row.metrics["hits"] = log_hits
     log_row.note(f"{len(emails)} emails and {len(phones)} phones searched; hits: {log_hits}")
 
-    ad_row = Row(GROUP, "raw email/phone in request bodies sent to Meta and Google")
+    ad_row = Row(GROUP, "raw email/phone in request bodies sent to Meta, Google, TikTok and Pinterest")
     ad_bodies = suite.ad_bodies
     ad_row.injections = len(ad_bodies)
     ad_e, ad_p = set(), set()
@@ -218,7 +219,8 @@ def scenarios(suite: Suite, quick: bool) -> list[Row]:
     )
     ad_row.metrics["hits"] = ad_hits
     ad_row.note(
-        f"{len(ad_bodies)} request bodies (every Meta and Google request of every scenario); hits: {ad_hits}"
+        f"{len(ad_bodies)} request bodies (every Meta, Google, TikTok and Pinterest request of every scenario); "
+        f"hits: {ad_hits}"
     )
     rows = [secrets_row, log_row, ad_row]
     for row in rows:

@@ -8,12 +8,11 @@ import sys
 from pathlib import Path
 
 from retention_pipeline.cli import python_command, retention_command
+from retention_pipeline.destinations import registry
 from retention_pipeline.models.project import ModelError
 from retention_pipeline.segments.fixtures import fixture_path, fixture_skeleton
 from retention_pipeline.segments.project import (
-    AD_DESTINATIONS,
     CADENCES,
-    DESTINATIONS,
     NAME_PATTERN,
     PURPOSES,
     SEGMENTS_ROOT,
@@ -35,7 +34,7 @@ def segment_sql(name: str, cadence: str, purpose: str, destinations: list[str]) 
             f"description: TODO say who is in {name} and what we do for them (shown in the Dagster UI).",
             _field(f"cadence: {cadence}", "hourly | daily | weekly"),
             _field(f"purpose: {purpose}", "target | suppress (suppress: kept out of every ad audience)"),
-            _field(f"destinations: [{', '.join(destinations)}]", "customerio, meta, google, warehouse"),
+            _field(f"destinations: [{', '.join(destinations)}]", ", ".join(_known())),
             _field("exclude: []", "other segments whose members are removed from this one"),
             _field(f"holdout_pct: {10 if purpose == 'target' else 0}", "accounts held out to measure lift"),
             _field("min_size: 0", "a smaller segment is blocked from activation"),
@@ -59,17 +58,21 @@ WHERE usage_prior_7d > 0 AND usage_7d <= {{{{ max_usage_7d }}}}
 """
 
 
+def _known() -> tuple[str, ...]:
+    return (*registry.names(), registry.WAREHOUSE)
+
+
 def _destinations(raw: str, purpose: str) -> list[str]:
     chosen = list(dict.fromkeys(d.strip() for d in raw.split(",") if d.strip()))
-    unknown = [d for d in chosen if d not in DESTINATIONS]
+    unknown = [d for d in chosen if d not in _known()]
     if unknown:
-        raise ValueError(f"--destinations: {unknown[0]!r} is not one of {', '.join(DESTINATIONS)}")
+        raise ValueError(f"--destinations: {unknown[0]!r} is not one of {', '.join(_known())}")
     if purpose == "suppress" and chosen:
         raise ValueError(
             "--destinations: a suppress segment is sent nowhere (it keeps people out of ad audiences)"
         )
     if purpose == "target" and not chosen:
-        raise ValueError(f"--destinations: name at least one of {', '.join(DESTINATIONS)}")
+        raise ValueError(f"--destinations: name at least one of {', '.join(_known())}")
     return chosen
 
 
@@ -82,13 +85,21 @@ def _next_steps(
         f"Make the accounts in {test_path.name} straddle your thresholds, then run its test:\n"
         f"     {python_command()} -m pytest retention_pipeline_tests/segments/test_segment_fixtures.py -k {name}",
     ]
-    ads = [d for d in destinations if d in AD_DESTINATIONS]
-    if ads:
-        keys = {"meta": "audiences", "google": "user_lists"}
-        entries = "\n".join(f'     {d}:\n       {keys[d]}:\n         {name}: "<id>"' for d in ads)
+    specs = [registry.spec(d) for d in destinations if d in registry.names()]
+    needed = [s for s in specs if s.object_required and not s.creates_objects]
+    if needed:
+        entries = "\n".join(
+            f'     {s.name}:\n       {s.objects_key}:\n         {name}: "<id>"' for s in needed
+        )
         steps.append(
-            f"Create the {' and '.join(ads)} audience, then add its id to destinations.yaml (definitions load "
-            f"fails until you do):\n{entries}"
+            f"Create the {' and '.join(s.label for s in needed)} object (their APIs cannot), then add its id to "
+            f"destinations.yaml (definitions load fails until you do):\n{entries}"
+        )
+    created = [s.label for s in specs if s.creates_objects]
+    if created:
+        steps.append(
+            f"{', '.join(created)}: the first sync creates the audience under a neutral name and records it in "
+            f"sync.destination_objects (set `names: {{{name}: ...}}` in destinations.yaml to choose the name)."
         )
     if cadence == "weekly":
         steps.append(
@@ -139,7 +150,7 @@ def register(sub) -> None:
     parser.add_argument("name", metavar="NAME", help=f"the segment's stable name ({NAME_RULE})")
     parser.add_argument("--cadence", required=True, choices=CADENCES)
     parser.add_argument(
-        "--destinations", default="", help=f"comma list of {', '.join(DESTINATIONS)} (e.g. customerio,meta)"
+        "--destinations", default="", help=f"comma list of {', '.join(_known())} (e.g. customerio,meta)"
     )
     parser.add_argument("--purpose", default="target", choices=PURPOSES)
     parser.add_argument(

@@ -1,19 +1,15 @@
 """One activation asset per cadence: push what changed in that cadence's segments to every destination."""
 
 import dataclasses
-import functools
 from collections.abc import Callable
 
 import dagster as dg
 
+from retention_pipeline.catalog import Declaration
 from retention_pipeline.config import ConfigError, env, env_parsed
-from retention_pipeline.destinations import warehouse_export
-from retention_pipeline.destinations.adapters import CustomerIoAdapter, GoogleAdapter, MetaAdapter
-from retention_pipeline.destinations.resources import (
-    CustomerIoResource,
-    GoogleDataManagerResource,
-    MetaResource,
-)
+from retention_pipeline.destinations import objects as destination_objects
+from retention_pipeline.destinations import registry, warehouse_export
+from retention_pipeline.destinations.plugin import Connection
 from retention_pipeline.destinations.routing import Routing, load_routing
 from retention_pipeline.destinations.sync import (
     DestinationReport,
@@ -25,14 +21,30 @@ from retention_pipeline.destinations.sync import (
     run_sync,
 )
 from retention_pipeline.environment import SANDBOX, Target, resolve, verify_bindings
-from retention_pipeline.models.assets import WRITES
 from retention_pipeline.partitions import partitioned_asset, partitions_of_run
 from retention_pipeline.segments.engine import SuppressionStatus, suppression_status
 from retention_pipeline.segments.engine import ensure_tables as ensure_segment_tables
-from retention_pipeline.segments.project import AD_DESTINATIONS, Segment, routed_destinations
+from retention_pipeline.segments.project import Segment, routed_destinations
 from retention_pipeline.warehouse import DuckDBWarehouse
 
 GROUP = "destinations"
+SYNC_TABLES = (
+    "sync.destination_state",
+    "sync.ledger",
+    "sync.ledger_items",
+    "sync.coverage",
+    "sync.last_plan",
+    "sync.runs",
+    "sync.destination_objects",
+    "sync.destination_readback",
+)
+
+
+def declaration(cadence: str) -> Declaration:
+    """What the cadence's sync asset writes (the catalog's entry for this stage)."""
+    return Declaration(dg.AssetKey(["sync", f"activation_{cadence}"]), SYNC_TABLES, "destinations", cadence)
+
+
 TRUE = {"1", "true", "yes", "on"}
 
 
@@ -49,20 +61,6 @@ def dry_run_requested(config: SyncConfig) -> bool:
     return config.dry_run or raw in TRUE
 
 
-def with_sandbox_objects(routing: Routing, cio, meta) -> Routing:
-    """In-process sandboxes start empty each run: create the manual segments and audiences the routing names."""
-    if cio.sandbox is not None:
-        routing = dataclasses.replace(
-            routing,
-            customerio_segments={n: str(cio.sandbox.create_segment(n)) for n in routing.customerio_segments},
-        )
-    if meta.sandbox is not None:
-        routing = dataclasses.replace(
-            routing, meta_audiences={n: meta.sandbox.create_audience(n) for n in routing.meta_audiences}
-        )
-    return routing
-
-
 def _segment_status(con) -> dict[str, tuple]:
     """segment → (latest as_of, its guard status) of every segment."""
     rows = con.execute(
@@ -74,21 +72,14 @@ def _segment_status(con) -> dict[str, tuple]:
     return {segment: (as_of, status) for segment, as_of, status in rows}
 
 
-def _target(destination: str, segment: Segment, target: Target, routing: Routing) -> str:
-    """What acknowledged state of this unit belongs to: the account/workspace and the audience object in it."""
+PENDING = "(created on first sync)"
+
+
+def state_target(destination: str, target: Target, routing: Routing, object_id: str | None) -> str:
+    """What acknowledged state of one unit belongs to: the account/workspace and the object in it."""
     if target.is_sandbox:
         return SANDBOX
-    identity = target.identity
-    if destination == "customerio":
-        manual = routing.customerio_segments.get(segment.name)
-        return identity + (f" / segment {manual}" if manual else "")
-    if destination == "meta":
-        return f"{identity} / audience {routing.require(segment, 'meta')}"
-    account = routing.google_operating_account
-    return (
-        f"{identity} / {account.get('accountType')}:{account.get('accountId')} / "
-        f"user_list {routing.require(segment, 'google')}"
-    )
+    return registry.plugin(destination).state_target(target.identity, object_id, routing.section(destination))
 
 
 def plan_units(
@@ -110,7 +101,7 @@ def plan_units(
         latest, guard = status.get(segment.name, (None, None))
         own = segment.cadence == cadence
         for destination in segment.destinations:
-            ad = destination in AD_DESTINATIONS
+            ad = registry.spec(destination).suppression_applies
             if destination not in targets or (not own and not ad):
                 continue
             target = targets[destination](segment)
@@ -136,23 +127,89 @@ def plan_units(
     return units
 
 
-def _unit_targets(resolved: dict[str, Target], routing: Routing) -> dict[str, Callable[[Segment], str]]:
+def _unit_targets(
+    resolved: dict[str, Target], routing: Routing, objects: dict[str, dict[str, str]]
+) -> dict[str, Callable[[Segment], str]]:
     """destination → (segment → the target its acknowledged state is kept under)."""
     return {
-        d: functools.partial(_target, d, target=target, routing=routing) for d, target in resolved.items()
-    }
+        d: (lambda segment, d=d, target=target: state_target(
+            d, target, routing, objects.get(d, {}).get(segment.name, PENDING)))
+        for d, target in resolved.items()
+    }  # fmt: skip
 
 
 def next_units(con, segments: list[Segment], cadence: str) -> list[SyncUnit]:
     """What the cadence's next sync would reconcile, targets resolved from the environment (no network): for tools
     that inspect a plan without running it (the fault suite, previews). Its own segments count as current."""
     resolved = {t.system: t for t in resolve(routed_destinations(segments))}
-    targets = _unit_targets(resolved, load_routing())
+    routing = load_routing()
+    destination_objects.ensure_tables(con)
+    objects = {
+        d: routing.objects(d) | destination_objects.recorded(con, d, t.identity) for d, t in resolved.items()
+    }
+    targets = _unit_targets(resolved, routing, objects)
     ensure_segment_tables(con)
     status = _segment_status(con)
     as_of = max((a for name, (a, _) in status.items() for s in segments if s.name == name and s.cadence == cadence),
                 default=None)  # fmt: skip
     return plan_units(segments, cadence, as_of, status, suppression_status(con), targets)
+
+
+def resolve_all_objects(
+    con, units: list[SyncUnit], connections: dict[str, Connection], routing: Routing, *, create: bool, log
+) -> tuple[dict[str, dict[str, str]], dict[str, destination_objects.ObjectReport]]:
+    """destination → segment → object id, for every unit this run may send (creating missing objects)."""
+    # Only a segment synced from its own partition gets a new object; a suppression-only pass uses what exists
+    # (nobody can be acknowledged in an object that does not exist).
+    wanted: dict[str, dict[str, bool]] = {}
+    for unit in units:
+        if unit.mode is not None:
+            creatable = wanted.setdefault(unit.destination, {})
+            creatable[unit.segment.name] = creatable.get(unit.segment.name, False) or unit.mode == "full"
+    objects, reports = {}, {}
+    for destination, segments in wanted.items():
+        objects[destination], reports[destination] = destination_objects.resolve_objects(
+            con, destination, connections[destination], routing, sorted(s for s, c in segments.items() if c),
+            create=create, log=log,
+        )  # fmt: skip
+        existing, others = destination_objects.resolve_objects(
+            con, destination, connections[destination], routing, sorted(s for s, c in segments.items() if not c),
+            # An in-process sandbox starts empty: its objects are created afresh so removals still go through.
+            create=create and connections[destination].sandbox is not None, log=log,
+        )  # fmt: skip
+        objects[destination] |= existing
+        reports[destination].pending |= others.pending
+        reports[destination].created += others.created
+    return objects, reports
+
+
+def with_objects(
+    units: list[SyncUnit],
+    resolved: dict[str, Target],
+    routing: Routing,
+    objects: dict[str, dict[str, str]],
+    dry_run: bool,
+    pending: dict[str, set[str]] | None = None,
+) -> list[SyncUnit]:
+    """Units with their final targets; a unit whose destination needs an object it does not have is skipped."""
+    final = []
+    for unit in units:
+        object_id = objects.get(unit.destination, {}).get(unit.segment.name)
+        spec = registry.spec(unit.destination)
+        target = state_target(unit.destination, resolved[unit.destination], routing, object_id or PENDING)
+        waiting = unit.segment.name in (pending or {}).get(unit.destination, set())
+        if (
+            unit.mode is not None
+            and object_id is None
+            and spec.object_required
+            and not dry_run
+            and not waiting
+        ):
+            final.append(SyncUnit(unit.segment, unit.destination, target, None,
+                                  f"no {spec.objects_key[:-1]} given, recorded or created (see the log)"))  # fmt: skip
+        else:
+            final.append(SyncUnit(unit.segment, unit.destination, target, unit.mode, unit.skipped))
+    return final
 
 
 def _metadata(reports: list[DestinationReport], dry_run: bool, blocked: set[str], suppression) -> dict:
@@ -195,7 +252,7 @@ STATE_CHECKS = {
 
 
 def build_sync_asset(cadence: str, segments: list[Segment]) -> dg.AssetsDefinition:
-    key = dg.AssetKey(["sync", f"activation_{cadence}"])
+    key = declaration(cadence).key
     used = routed_destinations(segments)
 
     @partitioned_asset(
@@ -203,18 +260,18 @@ def build_sync_asset(cadence: str, segments: list[Segment]) -> dg.AssetsDefiniti
         cadence=cadence,
         deps=[dg.AssetKey(["segments", f"members_{cadence}"])],
         group_name=GROUP,
-        kinds={"customerio", "meta", "google", "duckdb"},
+        kinds={"duckdb"},
+        required_resource_keys={"duckdb", *used},
         pool="duckdb",
         description=(
-            f"Pushes only what changed in the {cadence} segments since the last acknowledged sync to Customer.io, "
-            "Meta and Google (sync.ledger, sync.destination_state), removes currently suppressed people from every "
+            f"Pushes only what changed in the {cadence} segments since the last acknowledged sync to "
+            f"{', '.join(registry.spec(d).label for d in used) or 'no destination'} (sync.ledger, "
+            "sync.destination_state), creates missing audiences, reads back match counts, removes currently "
+            "suppressed people from every "
             "segment's ad audiences, and exports the partition as Parquet. Over a partition range only the newest "
             "partition is synced."
         ),
-        metadata={
-            "dagster/table_name": "sync.destination_state",
-            WRITES: "sync.ledger, sync.ledger_items, sync.coverage, sync.last_plan, sync.runs",
-        },
+        metadata=declaration(cadence).metadata,
         check_specs=[
             dg.AssetCheckSpec("identifier_coverage", asset=key),
             dg.AssetCheckSpec(
@@ -228,14 +285,8 @@ def build_sync_asset(cadence: str, segments: list[Segment]) -> dg.AssetsDefiniti
             ],
         ],
     )
-    def _asset(
-        context: dg.AssetExecutionContext,
-        config: SyncConfig,
-        duckdb: DuckDBWarehouse,
-        customerio: CustomerIoResource,
-        meta: MetaResource,
-        google: GoogleDataManagerResource,
-    ) -> dg.MaterializeResult:
+    def _asset(context: dg.AssetExecutionContext, config: SyncConfig) -> dg.MaterializeResult:
+        duckdb: DuckDBWarehouse = context.resources.duckdb
         dry_run = dry_run_requested(config)
         threshold = env_parsed("RETENTION_COVERAGE_MIN_PCT", float, what="a percentage")
         # Destinations hold one current state: only the newest partition of a range can be synced.
@@ -247,22 +298,25 @@ def build_sync_asset(cadence: str, segments: list[Segment]) -> dg.AssetsDefiniti
                 f"are never synced; syncing {partition_key}"
             )
         routing = load_routing()
-        connections = {
-            "customerio": customerio.connection(),
-            "meta": meta.connection(),
-            "google": google.connection(),
-        }
+        connections: dict[str, Connection] = {d: getattr(context.resources, d).connection() for d in used}
+        resolved = {d: c.target for d, c in connections.items()}
         with duckdb.connect() as con:
-            verify_bindings(
-                con, [connections[d].target for d in used], duckdb.resolved_path(), context.log.info
-            )
+            verify_bindings(con, list(resolved.values()), duckdb.resolved_path(), context.log.info)
             ensure_segment_tables(con)
             ensure_tables(con)
+            destination_objects.ensure_tables(con)
             status = _segment_status(con)
             suppression = suppression_status(con)
-        routing = with_sandbox_objects(routing, connections["customerio"], connections["meta"])
-        targets = _unit_targets({d: connections[d].target for d in used}, routing)
-        units = plan_units(segments, cadence, as_of, status, suppression, targets)
+            placeholder = {d: (lambda segment: PENDING) for d in used}
+            units = plan_units(segments, cadence, as_of, status, suppression, placeholder)
+            objects, object_reports = resolve_all_objects(
+                con, units, connections, routing, create=not dry_run, log=context.log.info
+            )
+        # Objects that could not be created: their segments are skipped now, and the run fails at the end.
+        creation_failures = [f"{f.split(':')[0]} → {d}: object not created ({f.split(': ', 1)[-1]})"
+                             for d, r in object_reports.items() for f in r.failed]  # fmt: skip
+        pending = {d: set(r.pending) for d, r in object_reports.items()}
+        units = with_objects(units, resolved, routing, objects, dry_run, pending)
         for unit in units:
             if unit.skipped:
                 log = (
@@ -273,51 +327,97 @@ def build_sync_asset(cadence: str, segments: list[Segment]) -> dg.AssetsDefiniti
                 log(f"{unit.segment.name} → {unit.destination}: {unit.skipped}")
         blocked = {s for s, (a, st) in status.items() if st == "blocked" and a == as_of}
         adapters = {
-            "customerio": CustomerIoAdapter(connections["customerio"].client, routing),
-            "meta": MetaAdapter(connections["meta"].client, routing),
-            "google": GoogleAdapter(connections["google"].client, routing),
+            d: registry.plugin(d).adapter(connections[d], routing.section(d), objects.get(d, {}))
+            for d in used
         }
+        for d, report in object_reports.items():
+            if report.pending:
+                adapters[d].pending = dict(report.pending)
         ctx = SyncContext(f"{context.run.run_id}:{partition_key}", cadence, partition_key, as_of)
-        reports = run_sync(duckdb.connect, units, adapters, ctx, dry_run=dry_run, log=context.log.info)
-        exported = {}
+
+        def on_sent(con, unit: SyncUnit, adapter, ctx: SyncContext) -> SyncUnit | None:
+            """An object the send just created (Pinterest lists): recorded, and this send's ledger items and
+            acknowledgements re-keyed from the pending target to it, in one step before the outcome is written."""
+            object_id = (getattr(adapter, "created", None) or {}).get(unit.segment.name)
+            if object_id is None or objects.get(unit.destination, {}).get(unit.segment.name) == object_id:
+                return None
+            d = unit.destination
+            objects.setdefault(d, {})[unit.segment.name] = object_id
+            destination_objects.record_created(
+                con, d, connections[d], unit.segment.name, object_id, object_reports[d], context.log.info
+            )
+            target = state_target(d, resolved[d], routing, object_id)
+            con.execute(
+                "UPDATE sync.ledger_items SET target = ? WHERE sync_id = ? AND segment = ? AND destination = ? "
+                "AND target = ?",
+                [target, ctx.sync_id, unit.segment.name, d, unit.target],
+            )
+            return dataclasses.replace(unit, target=target)
+
+        reports = run_sync(
+            duckdb.connect, units, adapters, ctx, dry_run=dry_run, log=context.log.info, on_sent=on_sent
+        )
+        exported, readbacks = {}, {}
         with duckdb.connect() as con:
             state = check_state(con, units, suppression.problem is None)
             if not dry_run:
                 exported = warehouse_export.export_partition(
                     con, warehouse_export.export_dir(), cadence, partition_key
                 )
+                synced = {}
+                for unit in units:
+                    if unit.mode == "full" and unit.segment.name in objects.get(unit.destination, {}):
+                        synced.setdefault(unit.destination, {})[unit.segment.name] = objects[unit.destination][
+                            unit.segment.name]  # fmt: skip
+                for destination, synced_objects in synced.items():
+                    sizes = _acknowledged(con, destination, synced_objects)
+                    readbacks[destination] = destination_objects.read_back(
+                        con, destination, connections[destination], adapters[destination], synced_objects, as_of,
+                        context.log.info,
+                    )  # fmt: skip
+                    lookalikes = destination_objects.ensure_lookalikes(
+                        con, destination, connections[destination], adapters[destination], routing,
+                        synced_objects, sizes, context.log.info,
+                    )  # fmt: skip
+                    object_reports.setdefault(destination, destination_objects.ObjectReport())
+                    object_reports[destination].lookalikes += lookalikes.lookalikes
+                    object_reports[destination].waiting += lookalikes.waiting
+                    object_reports[destination].failed += lookalikes.failed
             for r in reports:
-                if r.destination == "meta" and r.removes:
+                floor = routing.min_audience_floor(r.destination)
+                if floor is not None and r.removes:
                     size = con.execute(
-                        "SELECT count(*) FROM sync.destination_state WHERE segment = ? AND destination = 'meta' "
+                        "SELECT count(*) FROM sync.destination_state WHERE segment = ? AND destination = ? "
                         "AND target = ?",
-                        [r.segment, r.target],
+                        [r.segment, r.destination, r.target],
                     ).fetchone()[0]
-                    if size < routing.meta_min_audience_floor:
-                        r.warnings.append(f"audience at {size} < floor {routing.meta_min_audience_floor}")
+                    if size < floor:
+                        r.warnings.append(f"audience at {size} < floor {floor}")
                         context.log.warning(
-                            f"{r.segment} → meta: removals leave {size} people, below the floor of "
-                            f"{routing.meta_min_audience_floor} (meta.min_audience_floor)"
+                            f"{r.segment} → {r.destination}: removals leave {size} people, below the floor of "
+                            f"{floor} ({r.destination}.min_audience_floor)"
                         )
         low = [
             f"{r.segment}/{r.destination} {100 * r.with_identifier / r.people:.0f}%"
             for r in reports
             if r.mode == "full" and r.people and 100 * r.with_identifier / r.people < threshold
         ]
-        metadata = _metadata(reports, dry_run, blocked, suppression) | {
-            f"exported_{k}": v for k, v in exported.items()
-        }
+        metadata = (
+            _metadata(reports, dry_run, blocked, suppression)
+            | {f"exported_{k}": v for k, v in exported.items()}
+            | _object_metadata(object_reports, readbacks)
+        )
         outages = [r for r in reports if r.failed_requests]
-        if outages:
+        if outages or creation_failures:
             # Everything is in the ledger and nothing acknowledged is lost; the run must still not look green.
             raise dg.Failure(
                 description="; ".join(
-                    f"{r.segment} → {r.destination}: {r.failed_requests} request(s) failed ({r.first_error})"
-                    for r in outages
+                    [f"{r.segment} → {r.destination}: {r.failed_requests} request(s) failed ({r.first_error})"
+                     for r in outages] + creation_failures
                 )
                 + " — unacknowledged changes stay planned and are retried on the next run.",
                 metadata=metadata,
-            )
+            )  # fmt: skip
         rejected = {f"{r.segment}/{r.destination}": r.rejected for r in reports if r.rejected}
         if rejected:
             context.log.warning(f"rows rejected by destinations (retried next run): {rejected}")
@@ -344,6 +444,36 @@ def build_sync_asset(cadence: str, segments: list[Segment]) -> dg.AssetsDefiniti
         )
 
     return _asset
+
+
+def _acknowledged(con, destination: str, synced: dict[str, str]) -> dict[str, int]:
+    """segment → people acknowledged in `destination` (the seed size a lookalike needs)."""
+    rows = con.execute(
+        "SELECT segment, count(*) FROM sync.destination_state WHERE destination = ? GROUP BY segment",
+        [destination],
+    ).fetchall()
+    return {segment: n for segment, n in rows if segment in synced}
+
+
+def _object_metadata(reports: dict, readbacks: dict) -> dict:
+    """Objects created, lookalikes, and what each platform reports back, per destination."""
+    metadata: dict = {}
+    for destination, report in sorted(reports.items()):
+        for label, values in (("created", report.created), ("lookalikes", report.lookalikes),
+                              ("lookalikes_waiting", report.waiting), ("object_errors", report.failed)):  # fmt: skip
+            if values:
+                metadata[f"{destination}/{label}"] = "; ".join(values)
+    rows = [
+        f"| {segment} | {destination} | {'—' if r.matched is None else r.matched} | {r.status or ''} | {r.note or ''} |"
+        for destination, results in sorted(readbacks.items())
+        for segment, r in sorted(results.items())
+    ]
+    if rows:
+        metadata["match_readback"] = dg.MetadataValue.md(
+            "| segment | destination | matched (platform) | status | note |\n|---|---|---|---|---|\n"
+            + "\n".join(rows)
+        )
+    return metadata
 
 
 def _state_check_results(state: StateChecks, suppression: SuppressionStatus) -> list[dg.AssetCheckResult]:

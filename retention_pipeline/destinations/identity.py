@@ -161,5 +161,8 @@ CREATE OR REPLACE TEMP MACRO email_sha256(x) AS (sha256(norm_email(x)));
 CREATE OR REPLACE TEMP MACRO google_email_sha256(x) AS (sha256(google_email(x)));
 CREATE OR REPLACE TEMP MACRO meta_phone_sha256(e164) AS (sha256(meta_phone(e164)));
 CREATE OR REPLACE TEMP MACRO google_phone_sha256(e164) AS (sha256(google_phone(e164)));
+-- The same rules by what they do, for destinations that share them (TikTok: E.164 with '+').
+CREATE OR REPLACE TEMP MACRO e164_phone(e164) AS (google_phone(e164));
+CREATE OR REPLACE TEMP MACRO e164_phone_sha256(e164) AS (sha256(google_phone(e164)));
 """
 """Temp macros (per connection): run `connection.execute(IDENTITY_MACROS_SQL)` before hashing columns."""

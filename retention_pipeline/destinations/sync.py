@@ -4,7 +4,7 @@ ledger + new acknowledged state.
 Crash safety is intent-then-ack: the plan's items are written to `sync.ledger_items` as `intent` before anything
 is sent; only acknowledged items move `sync.destination_state`. A crash in between leaves the state untouched, so
 the next run plans the same items again, and every send is idempotent at the destination (membership adds/removes,
-Customer.io events with deterministic ids). Rejected items stay out of the state and are retried on the next run.
+messaging events with deterministic ids). Rejected items stay out of the state and are retried on the next run.
 """
 
 from __future__ import annotations
@@ -12,18 +12,25 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
 
 import duckdb
 import pandas as pd
 
+from retention_pipeline.destinations import registry
 from retention_pipeline.destinations.identity import IDENTITY_MACROS_SQL
-from retention_pipeline.segments.project import AD_DESTINATIONS, Segment
+from retention_pipeline.destinations.plugin import (  # noqa: F401 (re-exported: the engine's vocabulary)
+    Change,
+    DestinationAdapter,
+    ItemResult,
+    RequestResult,
+    SendResult,
+    SyncContext,
+)
+from retention_pipeline.segments.project import Segment
 from retention_pipeline.warehouse import transaction
 
 Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
@@ -74,12 +81,11 @@ CREATE OR REPLACE TEMP TABLE sync_units (
 )
 """
 
-# Identifiers per destination, normalized and hashed in DuckDB by the identity macros (email: trim + lowercase, and
-# for Google gmail.com/googlemail.com also without dots and +tag; phones from E.164: Meta hashes the digits only,
-# Google keeps the '+'). Raw email/phone never reach ad payloads.
 # One row per (target, segment, destination, person): segments.audiences already applies the identity rule. A
 # person's identifiers are the first usable email and phone among their contact rows (by customer_id), and their
 # profile features come from their home account (the smallest customer_id), so every segment sends the same ones.
+# Each destination's payload is its plug-in's `payload_sql` (normalized and hashed in DuckDB by the identity
+# macros); raw email/phone never reach an ad payload.
 DESIRED_SQL = """
 CREATE OR REPLACE TEMP TABLE sync_desired AS
 WITH routed AS (
@@ -96,25 +102,7 @@ people AS (
 ),
 payloads AS (
     SELECT r.target, r.segment, r.destination, r.customer_id, r.person_id,
-        CASE r.destination
-            WHEN 'customerio' THEN CASE WHEN r.person_id IS NOT NULL THEN json_object(
-                'email', p.email, 'tier', coalesce(r.tier, 'member'), 'reason', r.reason, 'account', r.customer_id,
-                'features', json_object(
-                    'usage_7d', f.usage_7d, 'usage_prior_7d', f.usage_prior_7d,
-                    'wow_usage_change_pct', round(f.wow_usage_change_pct, 1),
-                    'days_since_last_usage', f.days_since_last_usage, 'days_to_renewal', f.days_to_renewal,
-                    'credit_balance', f.credit_balance,
-                    'days_until_credits_depleted', round(f.days_until_credits_depleted, 1),
-                    'credit_used_pct', round(f.credit_used_pct, 1), 'has_failed_payment', f.has_failed_payment))
-            END
-            WHEN 'meta' THEN CASE WHEN p.email IS NOT NULL OR meta_phone(p.phone) IS NOT NULL THEN json_object(
-                'EMAIL', coalesce(sha256(p.email), ''), 'PHONE', coalesce(meta_phone_sha256(p.phone), ''))
-            END
-            WHEN 'google' THEN CASE WHEN google_email(p.email) IS NOT NULL OR google_phone(p.phone) IS NOT NULL
-                THEN json_object('emailAddress', google_email_sha256(p.email),
-                                 'phoneNumber', google_phone_sha256(p.phone))
-            END
-        END AS payload
+        CASE r.destination {payloads} END AS payload
     FROM routed AS r
     LEFT JOIN people AS p USING (person_id)
     LEFT JOIN analytics.customer_features AS f
@@ -124,6 +112,16 @@ SELECT target, segment, destination, customer_id, person_id AS member_key, paylo
        md5(CAST(payload AS VARCHAR)) AS payload_hash
 FROM payloads
 """
+
+
+def desired_sql(destinations: list[str]) -> str:
+    """DESIRED_SQL with one CASE branch per destination, each its plug-in's payload expression."""
+    branches = "\n".join(
+        f"WHEN '{name}' THEN ({registry.plugin(name).payload_sql.strip()}\n)"
+        for name in sorted(set(destinations))
+    )
+    return DESIRED_SQL.format(payloads=branches or "WHEN NULL THEN NULL")
+
 
 # People at a suppressed account (any of their accounts; the newest suppression of any cadence).
 SUPPRESSED_PEOPLE = """
@@ -166,66 +164,6 @@ class SyncUnit:
     target: str
     mode: str | None  # "full", "suppress_only", or None when skipped
     skipped: str | None = None
-
-
-@dataclass(frozen=True)
-class Change:
-    """One planned row for one destination: add, remove or update (the old payload for removes)."""
-
-    member_key: str
-    operation: str
-    payload: dict
-    payload_hash: str
-    previous_payload: dict | None = None
-    customer_id: str | None = None  # the account the membership is attributed to (the identity rule)
-
-
-@dataclass
-class RequestResult:
-    """One HTTP request a destination adapter sent, as the ledger records it."""
-
-    operation: str
-    items: int
-    ok: bool
-    http_status: int | None = None
-    error: str | None = None
-    detail: dict = field(default_factory=dict)
-    request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-
-
-@dataclass
-class ItemResult:
-    member_key: str
-    operation: str
-    ok: bool
-    reason: str | None = None
-    request_id: str | None = None
-
-
-@dataclass
-class SendResult:
-    requests: list[RequestResult] = field(default_factory=list)
-    items: list[ItemResult] = field(default_factory=list)
-
-
-class DestinationAdapter(Protocol):
-    """A destination as the engine sees it: a name, its per-request limit, the request count a plan needs, `send`."""
-
-    name: str
-    per_request_limit: int
-
-    def expected_requests(self, changes: list[Change]) -> int:
-        """⌈changes / the destination's per-request limit⌉, per kind of call."""
-
-    def send(self, segment: Segment, changes: list[Change], context: SyncContext) -> SendResult: ...
-
-
-@dataclass(frozen=True)
-class SyncContext:
-    sync_id: str
-    cadence: str
-    partition_key: str
-    as_of: datetime
 
 
 @dataclass
@@ -292,7 +230,7 @@ def compute_plan(con: duckdb.DuckDBPyConnection, units: list[SyncUnit]) -> None:
     """sync_units, sync_desired and sync_plan (temp tables) for the given units; columnar, in DuckDB."""
     con.execute(IDENTITY_MACROS_SQL)
     write_units(con, units)
-    con.execute(DESIRED_SQL)
+    con.execute(desired_sql([u.destination for u in units]))
     con.execute(PLAN_SQL)
 
 
@@ -432,6 +370,8 @@ def run_sync(
     *,
     dry_run: bool,
     log: Callable[[str], None],
+    on_sent: Callable[[duckdb.DuckDBPyConnection, SyncUnit, DestinationAdapter, SyncContext], SyncUnit | None]
+    | None = None,
 ) -> list[DestinationReport]:
     """Reconcile every unit with its target; returns what was planned, sent and acknowledged per unit."""
     reports: list[DestinationReport] = []
@@ -498,6 +438,10 @@ def run_sync(
         report.failed_requests = len(failed)
         report.first_error = failed[0].error if failed else None
         with connect() as con:
+            if on_sent is not None:
+                # e.g. an object the send created: recorded, and the unit re-keyed to it, before any ack lands.
+                unit = on_sent(con, unit, adapters[unit.destination], ctx) or unit
+                report.target = unit.target
             report.acked, report.rejected = _record_outcome(con, ctx, unit, changes, result)
         log(
             f"{name}: {report.requests} request(s), {report.acked} acknowledged, "
@@ -550,7 +494,7 @@ def check_state(
         """SELECT count(*) FROM (SELECT 1 FROM sync.destination_state
         GROUP BY target, segment, destination, member_key HAVING count(*) > 1)"""
     ).fetchone()[0]
-    ads = list(AD_DESTINATIONS)
+    ads = list(registry.ad_names())
     suppressed = None
     if suppression_known:
         suppressed = con.execute(
@@ -582,4 +526,4 @@ def chunks(items: list, size: int) -> Iterator[list]:
 
 
 def is_ad_destination(name: str) -> bool:
-    return name in AD_DESTINATIONS
+    return registry.spec(name).is_ad

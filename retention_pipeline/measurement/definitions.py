@@ -1,19 +1,14 @@
-"""The measurement stage's definitions: the SQL in dbt_like_sql/measurement/, downstream of segments and syncs."""
+"""The measurement stage's definitions: the SQL in dbt_like_sql/measurement/, downstream of segments and syncs.
+
+Who writes what the SQL reads comes from the catalog (declarations), not from the other stages' definitions."""
 
 import dagster as dg
 
-from retention_pipeline.destinations.definitions import defs as destination_defs
-from retention_pipeline.models.assets import build_model_assets, table_producers
-from retention_pipeline.models.definitions import defs as model_defs
-from retention_pipeline.models.project import SQL_ROOT, load_project
-from retention_pipeline.segments.definitions import defs as segment_defs
-from retention_pipeline.source.definitions import defs as source_defs
+from retention_pipeline import catalog
+from retention_pipeline.models.assets import build_model_assets
 
-_producers = table_producers(
-    [*source_defs.assets, *model_defs.assets, *segment_defs.assets, *destination_defs.assets]
-)
 defs = dg.Definitions(
     assets=build_model_assets(
-        load_project(SQL_ROOT, set(_producers), folders={"measurement"}), _producers, group="measurement"
+        catalog.measurement_models(), catalog.upstream_of("measurement").producers(), group="measurement"
     )
 )

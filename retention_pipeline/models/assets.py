@@ -1,18 +1,21 @@
 """Turns the models of dbt_like_sql/ into Dagster assets: one per model (one per cadence when partitioned).
 
-Lineage comes from the SQL's own table references; raw tables map to the extraction assets that write them (their
-`dagster/table_name` metadata). Data tests run right after the model is built and are returned as asset checks;
-`unique`/`not_null` checks are blocking, so a broken key stops everything downstream in the run. Every outcome is
-also kept in `pipeline.data_tests`, where the segments stage finds failing ERROR tests and blocks activation.
+Lineage comes from the SQL's own table references; a table no model writes maps to the asset that writes it through
+the catalog (retention_pipeline/catalog.py), which `declarations` tells what the models write. Data tests run right
+after the model is built and are returned as asset checks; `unique`/`not_null` checks are blocking, so a broken key
+stops everything downstream in the run. Every outcome is also kept in `pipeline.data_tests`, where the segments
+stage finds failing ERROR tests and blocks activation.
 """
 
 import time
-from collections.abc import Iterable
 from datetime import datetime
 
 import dagster as dg
 import duckdb
 
+from retention_pipeline.catalog import WRITES as WRITES  # re-exported for its earlier importers
+from retention_pipeline.catalog import Declaration
+from retention_pipeline.catalog import table_producers as table_producers  # re-exported likewise
 from retention_pipeline.config import env, positive_int
 from retention_pipeline.models import quality
 from retention_pipeline.models.project import THIS, Model
@@ -27,20 +30,13 @@ def model_key(model: Model, cadence: str | None = None) -> dg.AssetKey:
     return dg.AssetKey([model.schema, f"{model.name}_{cadence}" if cadence else model.name])
 
 
-WRITES = "retention/writes"  # metadata: comma-separated tables an asset writes besides dagster/table_name
-
-
-def table_producers(assets: Iterable[dg.AssetsDefinition]) -> dict[str, list[dg.AssetKey]]:
-    """schema.table → the asset keys that write it, from `dagster/table_name` and `retention/writes` metadata."""
-    producers: dict[str, list[dg.AssetKey]] = {}
-    for assets_def in assets:
-        for spec in assets_def.specs:
-            metadata = spec.metadata or {}
-            tables = {str(metadata["dagster/table_name"])} if metadata.get("dagster/table_name") else set()
-            tables |= {t.strip() for t in str(metadata.get(WRITES, "")).split(",") if t.strip()}
-            for table in sorted(tables):
-                producers.setdefault(table, []).append(spec.key)
-    return producers
+def declarations(models: list[Model], stage: str = GROUP) -> list[Declaration]:
+    """What the models' assets write: one declaration per model (per cadence when partitioned)."""
+    return [
+        Declaration(model_key(model, cadence), (model.table,), stage, cadence)
+        for model in models
+        for cadence in model.cadences or (None,)
+    ]
 
 
 def set_run_variables(con: duckdb.DuckDBPyConnection, cadence: str | None, as_of: datetime | None) -> None:

@@ -1,11 +1,11 @@
-"""The models stage's definitions: every SQL file under dbt_like_sql/ (except segments/) as assets."""
+"""The models stage's definitions: every SQL file under dbt_like_sql/ (except segments/ and measurement/) as assets.
+
+What the SQL reads outside the models (the raw tables) resolves to its writer through the catalog."""
 
 import dagster as dg
 
-from retention_pipeline.models.assets import build_model_assets, table_producers
-from retention_pipeline.models.project import SQL_ROOT, load_project
-from retention_pipeline.source.definitions import defs as source_defs
+from retention_pipeline import catalog
+from retention_pipeline.models.assets import build_model_assets
 
-_producers = table_producers(source_defs.assets)
-MODELS = load_project(SQL_ROOT, set(_producers))
-defs = dg.Definitions(assets=build_model_assets(MODELS, _producers))
+MODELS = catalog.models()
+defs = dg.Definitions(assets=build_model_assets(MODELS, catalog.upstream_of("models").producers()))

@@ -16,10 +16,10 @@ import sqlglot
 import yaml
 from sqlglot import exp
 
+from retention_pipeline.cadences import NAMES as CADENCES
 from retention_pipeline.source.tables import create_raw_tables
 
 SQL_ROOT = Path(__file__).resolve().parents[2] / "dbt_like_sql"
-CADENCES = ("hourly", "daily", "weekly")
 # segments/ holds segment rules (retention_pipeline.segments); measurement/ reads what segments and syncs write, so
 # it is loaded after them (retention_pipeline.measurement).
 NOT_MODELS = {"segments", "measurement"}

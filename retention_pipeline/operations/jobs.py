@@ -2,19 +2,26 @@
 
 Cadence-partitioned assets carry the tag `cadence` (hourly/daily/weekly); unpartitioned snapshot assets carry none
 and run with every cadence (hourly segments need fresh balances and invoices). A job's partitions are those of the
-assets it selects (DAILY or HOURLY from partitions.py), so they are not repeated here."""
+assets it selects (the cadence's, from cadences.py), so they are not repeated here; nor are the schedules' offsets."""
 
 import dagster as dg
 
-CADENCES = ("hourly", "daily", "weekly")
+from retention_pipeline.cadences import NAMES as CADENCES
+from retention_pipeline.cadences import cadence as cadence_of
 
 
 def cadence_selection(cadence: str) -> dg.AssetSelection:
-    others = [c for c in CADENCES if c != cadence]
-    return (
-        dg.AssetSelection.all()
-        - dg.AssetSelection.tag("cadence", others[0])
-        - dg.AssetSelection.tag("cadence", others[1])
+    selection = dg.AssetSelection.all()
+    for other in CADENCES:
+        if other != cadence:
+            selection = selection - dg.AssetSelection.tag("cadence", other)
+    return selection
+
+
+def cadence_schedule(job, cadence: str) -> dg.ScheduleDefinition:
+    """The job's schedule: each tick runs the partition that just ended, at the cadence's offsets (cadences.py)."""
+    return dg.build_schedule_from_partitioned_job(
+        job, name=f"{job.name}_schedule", **cadence_of(cadence).schedule_offsets
     )
 
 
@@ -31,14 +38,9 @@ hourly_retention = dg.define_asset_job(
     "hourly segments, their sync, measurement, and a fresh published copy for analysts.",
 )
 
-# Each tick runs the partition that just ended, a few minutes late so Metronome has aggregated the last usage.
 # Both start stopped: turn them on in the UI (Automation) or with `dagster schedule start`.
-hourly_schedule = dg.build_schedule_from_partitioned_job(
-    hourly_retention, minute_of_hour=10, name="hourly_retention_schedule"
-)
-daily_schedule = dg.build_schedule_from_partitioned_job(
-    daily_retention, hour_of_day=0, minute_of_hour=40, name="daily_retention_schedule"
-)
+hourly_schedule = cadence_schedule(hourly_retention, "hourly")
+daily_schedule = cadence_schedule(daily_retention, "daily")
 
 # Every asset writes the DuckDB file in pool "duckdb" (limit 1), so steps run one at a time anyway: a process per step
 # (the default multiprocess executor) would only add a definitions import (~4 s) to every step. The executor applies

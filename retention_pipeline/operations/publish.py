@@ -16,11 +16,9 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
+from retention_pipeline import catalog
 from retention_pipeline.config import ConfigError, env
-from retention_pipeline.destinations.definitions import defs as destination_defs
 from retention_pipeline.destinations.identity import sha256_hex
-from retention_pipeline.measurement.definitions import defs as measurement_defs
-from retention_pipeline.models.definitions import defs as model_defs
 from retention_pipeline.paths import published_path
 from retention_pipeline.warehouse import DuckDBWarehouse
 
@@ -184,12 +182,12 @@ def _alive(pid: int) -> bool:
 
 @dg.asset(
     key=KEY,
-    # Every unpartitioned model too: a leaf model no other asset reads (analytics.customers) must land first.
+    # Every sync and every unpartitioned model too: a leaf model no other asset reads (analytics.customers) must land
+    # first. Partitioned models and segments are upstream of the syncs already.
     deps=[
-        key
-        for a in [*measurement_defs.assets, *destination_defs.assets, *model_defs.assets]
-        if a.partitions_def is None or a in destination_defs.assets
-        for key in a.keys
+        d.key
+        for d in catalog.upstream_of("operations").declarations
+        if d.stage == "destinations" or (d.stage in ("models", "measurement") and d.cadence is None)
     ],
     group_name="operations",
     kinds={"duckdb"},

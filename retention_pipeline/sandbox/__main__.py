@@ -1,6 +1,8 @@
 """`python -m retention_pipeline.sandbox metronome --port 0 ...`: serve a sandbox until SIGINT/SIGTERM.
 
 The first line on stdout is the base URL and nothing else, so scripts can read it even with `--port 0`.
+`tiktok` and `pinterest` then print `export NAME=value` lines: the URL and credentials that point the pipeline at
+the sandbox as if it were the real API (`eval "$(tail -n +2 …)"`).
 New systems register one more subparser in `build_parser`; shared server flags come from `_server_flags`.
 """
 
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -15,6 +18,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 NOW_ENV_VAR = "RETENTION_SANDBOX_NOW"
+# Printed when --access-token is not given: the sandbox then accepts any non-empty token.
+SANDBOX_TOKEN = "sandbox-token"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +69,29 @@ def build_parser() -> argparse.ArgumentParser:
     google.add_argument("--access-token", default=None, help="required token; default accepts any")
     google.add_argument("--requests-per-second", type=float, default=None, help="answer 429 above this rate")
     google.set_defaults(run=_run_google)
+
+    tiktok = systems.add_parser(
+        "tiktok", help="TikTok custom audiences (API for Business, Segment API)", parents=[_server_flags()]
+    )
+    tiktok.add_argument("--access-token", default=None, help="required token; default accepts any")
+    tiktok.add_argument("--advertiser-id", default="7000000000000000001")
+    tiktok.add_argument("--api-version", default="v1.3", help="version segment of the printed URL")
+    tiktok.add_argument("--max-rows", type=int, default=1000, help="people per mapping request (else 40011)")
+    tiktok.add_argument(
+        "--requests-per-second", type=float, default=None, help="throttle (code 40100) above this"
+    )
+    tiktok.set_defaults(run=_run_tiktok)
+
+    pinterest = systems.add_parser(
+        "pinterest", help="Pinterest customer lists and audiences (API v5)", parents=[_server_flags()]
+    )
+    pinterest.add_argument("--access-token", default=None, help="required token; default accepts any")
+    pinterest.add_argument("--ad-account-id", default="549756359984")
+    pinterest.add_argument("--max-records", type=int, default=10_000, help="records per request (else 400)")
+    pinterest.add_argument(
+        "--requests-per-second", type=float, default=None, help="answer 429 (code 8) above this"
+    )
+    pinterest.set_defaults(run=_run_pinterest)
     return parser
 
 
@@ -107,8 +135,8 @@ def _resolve_now(flag: datetime | None) -> datetime | None:
 
 def _run_metronome(args: argparse.Namespace) -> int:
     # Imported here so each subcommand loads only its own system's sandbox.
-    from retention_pipeline.source.sandbox.server import MetronomeSandbox
-    from retention_pipeline.source.sandbox.tenant import TenantSpec, build_tenant
+    from retention_pipeline.sandbox.metronome.server import MetronomeSandbox
+    from retention_pipeline.sandbox.metronome.tenant import TenantSpec, build_tenant
 
     spec = TenantSpec(
         seed=args.seed, customers=args.customers, history_days=args.history_days, now=_resolve_now(args.now)
@@ -122,7 +150,7 @@ def _run_metronome(args: argparse.Namespace) -> int:
 
 
 def _run_customerio(args: argparse.Namespace) -> int:
-    from retention_pipeline.destinations.sandbox.customerio import CustomerIoSandbox
+    from retention_pipeline.sandbox.customerio import CustomerIoSandbox
 
     sandbox = CustomerIoSandbox(
         site_id=args.site_id,
@@ -137,7 +165,7 @@ def _run_customerio(args: argparse.Namespace) -> int:
 
 
 def _run_meta(args: argparse.Namespace) -> int:
-    from retention_pipeline.destinations.sandbox.meta import MetaSandbox
+    from retention_pipeline.sandbox.meta import MetaSandbox
 
     sandbox = MetaSandbox(
         access_token=args.access_token,
@@ -150,7 +178,7 @@ def _run_meta(args: argparse.Namespace) -> int:
 
 
 def _run_google(args: argparse.Namespace) -> int:
-    from retention_pipeline.destinations.sandbox.google import GoogleDataManagerSandbox
+    from retention_pipeline.sandbox.google import GoogleDataManagerSandbox
 
     sandbox = GoogleDataManagerSandbox(
         access_token=args.access_token, requests_per_second=args.requests_per_second
@@ -160,11 +188,58 @@ def _run_google(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve_until_signalled(url: str) -> None:
+def _run_tiktok(args: argparse.Namespace) -> int:
+    from retention_pipeline.sandbox.tiktok import TikTokSandbox
+
+    if not args.advertiser_id.isdigit():
+        raise ValueError(f"--advertiser-id {args.advertiser_id!r} must be numeric (as TIKTOK_ADVERTISER_ID)")
+    sandbox = TikTokSandbox(
+        access_token=args.access_token,
+        advertiser_id=args.advertiser_id,
+        requests_per_second=args.requests_per_second,
+        max_rows=args.max_rows,
+    )
+    with sandbox.serve(args.host, args.port) as server:
+        url = f"{server.url}/open_api/{args.api_version}"
+        _serve_until_signalled(url, {
+            "TIKTOK_API_URL": url,
+            "TIKTOK_ACCESS_TOKEN": args.access_token or SANDBOX_TOKEN,
+            "TIKTOK_ADVERTISER_ID": args.advertiser_id,
+        })  # fmt: skip
+    return 0
+
+
+def _run_pinterest(args: argparse.Namespace) -> int:
+    from retention_pipeline.sandbox.pinterest import PinterestSandbox
+
+    if not args.ad_account_id.isdigit():
+        raise ValueError(
+            f"--ad-account-id {args.ad_account_id!r} must be numeric (as PINTEREST_AD_ACCOUNT_ID)"
+        )
+    sandbox = PinterestSandbox(
+        access_token=args.access_token,
+        ad_account_id=args.ad_account_id,
+        requests_per_second=args.requests_per_second,
+        max_records=args.max_records,
+    )
+    with sandbox.serve(args.host, args.port) as server:
+        url = f"{server.url}/v5"
+        _serve_until_signalled(url, {
+            "PINTEREST_API_URL": url,
+            "PINTEREST_ACCESS_TOKEN": args.access_token or SANDBOX_TOKEN,
+            "PINTEREST_AD_ACCOUNT_ID": args.ad_account_id,
+        })  # fmt: skip
+    return 0
+
+
+def _serve_until_signalled(url: str, exports: dict[str, str] | None = None) -> None:
+    """Print the URL (the first line), then `export NAME=value` for each of `exports`, and wait for a signal."""
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     print(url, flush=True)
+    for name, value in (exports or {}).items():
+        print(f"export {name}={shlex.quote(value)}", flush=True)
     stop.wait()
 
 

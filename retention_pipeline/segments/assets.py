@@ -4,7 +4,8 @@ from datetime import datetime
 
 import dagster as dg
 
-from retention_pipeline.models.assets import WRITES, set_run_variables
+from retention_pipeline.catalog import Declaration
+from retention_pipeline.models.assets import set_run_variables
 from retention_pipeline.models.quality import failing_error_tests
 from retention_pipeline.partitions import partitioned_asset, partitions_of_run
 from retention_pipeline.segments.engine import (
@@ -75,11 +76,22 @@ def _metadata(stats: list[SegmentStats], as_of, history: list[tuple[str, list[Se
     return metadata
 
 
+def declaration(cadence: str) -> Declaration:
+    """What the cadence's members asset writes (the catalog's part of this stage)."""
+    return Declaration(
+        dg.AssetKey(["segments", f"members_{cadence}"]),
+        ("segments.members", "segments.changes", "segments.partitions", "segments.definitions"),
+        GROUP,
+        cadence,
+    )
+
+
 def build_segment_asset(
     cadence: str, segments: list[Segment], deps: list[dg.AssetKey], gated_models: list[str]
 ) -> dg.AssetsDefinition:
     """`gated_models`: the models whose failing ERROR tests block this cadence's target segments."""
-    key = dg.AssetKey(["segments", f"members_{cadence}"])
+    declared = declaration(cadence)
+    key = declared.key
     mine = segments_of_cadence(segments, cadence)
     lines = "\n".join(f"- **{s.name}** ({s.purpose}): {s.description}" for s in mine)
 
@@ -91,10 +103,7 @@ def build_segment_asset(
         kinds={"duckdb", "sql"},
         pool="duckdb",
         description=f"Members of the {cadence} segments as of the partition end (segments.members).\n\n{lines}",
-        metadata={
-            "dagster/table_name": "segments.members",
-            WRITES: "segments.changes, segments.partitions, segments.definitions",
-        },
+        metadata=declared.metadata,
         check_specs=[
             dg.AssetCheckSpec(
                 f"size_guard_{s.name}",

@@ -1,16 +1,16 @@
-"""The segments stage's definitions: one members asset per cadence that has segments."""
+"""The segments stage's definitions: one members asset per cadence that has segments.
+
+What segment SQL reads resolves to its writer through the catalog; the models come from it too (loaded once)."""
 
 import dagster as dg
 
-from retention_pipeline.models.assets import table_producers
-from retention_pipeline.models.definitions import MODELS
-from retention_pipeline.models.definitions import defs as model_defs
+from retention_pipeline import catalog
 from retention_pipeline.models.project import upstream_models
 from retention_pipeline.segments.assets import build_segment_asset
 from retention_pipeline.segments.project import SegmentError, load_segments
-from retention_pipeline.source.definitions import defs as source_defs
 
-_producers = table_producers([*source_defs.assets, *model_defs.assets])
+MODELS = catalog.models()
+_producers = catalog.upstream_of("segments").producers()
 # Bound against the models' typed columns here, so a misspelt column fails definitions load (file:line, nearest
 # name) instead of the run of its cadence.
 SEGMENTS = load_segments(known_tables=set(_producers), models=MODELS)
@@ -36,8 +36,7 @@ def _gated(cadence: str) -> list[str]:
     return upstream_models(MODELS, {"analytics.customer_features"} | refs)
 
 
+# One members asset per cadence that has segments, as the catalog declares them.
 defs = dg.Definitions(
-    assets=[
-        build_segment_asset(c, SEGMENTS, _deps(c), _gated(c)) for c in sorted({s.cadence for s in SEGMENTS})
-    ]
+    assets=[build_segment_asset(c, SEGMENTS, _deps(c), _gated(c)) for c in catalog.segment_cadences()]
 )

@@ -17,10 +17,10 @@ from graphlib import TopologicalSorter
 
 import duckdb
 
+from retention_pipeline.destinations import registry
 from retention_pipeline.models.quality import is_overridden
 from retention_pipeline.redact import redact
 from retention_pipeline.segments.project import (
-    AD_DESTINATIONS,
     Segment,
     create_features_view,
     readable_columns,
@@ -95,17 +95,20 @@ suppressed_people AS (
 consent AS (
     SELECT person_id, bool_and(coalesce(marketing_consent, false)) AS granted FROM raw.contacts GROUP BY person_id
 ),
-routes AS ({routes})
+routes AS ({routes}),
+policy AS ({registry.policy_sql()})
 SELECT r.segment, rt.destination, r.cadence, r.partition_key, r.as_of, r.customer_id, r.person_id, r.tier,
        r.reason, r.person_accounts
 FROM ranked AS r
 JOIN routes AS rt USING (segment)
+LEFT JOIN policy AS pol USING (destination)
 LEFT JOIN consent AS c USING (person_id)
 WHERE r.rank = 1 AND NOT r.person_held_out
-  AND (rt.destination NOT IN {AD_DESTINATIONS}
+  -- A destination the registry does not know gets the strictest policy (suppressed, consent required).
+  AND (NOT coalesce(pol.suppression_applies, true)
        OR (r.person_id NOT IN (SELECT person_id FROM suppressed_people)
-           AND r.customer_id NOT IN (SELECT customer_id FROM segments.suppressed)
-           AND coalesce(c.granted, false)))
+           AND r.customer_id NOT IN (SELECT customer_id FROM segments.suppressed)))
+  AND (NOT coalesce(pol.consent_required, true) OR coalesce(c.granted, false))
 """
 
 
@@ -121,7 +124,10 @@ DEFINED_ROUTES = (
     "SELECT segment, unnest(destinations) AS destination FROM segments.definitions WHERE purpose = 'target'"
 )
 
-AUDIENCES_VIEW = f"""
+
+def audiences_view_sql() -> str:
+    """The routing views, built from the registry's current destinations (so a registered plug-in is routed)."""
+    return f"""
 CREATE OR REPLACE VIEW segments.suppressed AS
 WITH newest AS (
     SELECT p.segment, max(p.as_of) AS as_of
@@ -208,7 +214,7 @@ class SegmentStats:
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(DDL)
-    con.execute(AUDIENCES_VIEW)
+    con.execute(audiences_view_sql())
 
 
 def write_definitions(con: duckdb.DuckDBPyConnection, segments: list[Segment]) -> None:

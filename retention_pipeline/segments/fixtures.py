@@ -21,12 +21,13 @@ engine, in a throwaway DuckDB file. Every segment needs a fixture that states it
 from __future__ import annotations
 
 import tempfile
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import pyarrow as pa
 import yaml
 
+from retention_pipeline.cadences import BY_NAME, NAMES
 from retention_pipeline.models.assets import build_model, set_run_variables
 from retention_pipeline.models.project import SQL_ROOT, load_project
 from retention_pipeline.segments.engine import FAILED, SegmentRunError, compute_partition
@@ -35,13 +36,11 @@ from retention_pipeline.source.tables import CONTACTS_TABLE, SNAPSHOT_TABLES, US
 from retention_pipeline.warehouse import DuckDBWarehouse
 
 FIXTURES_ROOT = SEGMENTS_ROOT / "tests"
-STEP = {"hourly": timedelta(hours=1), "daily": timedelta(days=1), "weekly": timedelta(weeks=1)}
 RAW_TABLES = {t.name for t in SNAPSHOT_TABLES} | {USAGE_TABLE, CONTACTS_TABLE}
 
 
 def _partition_key(cadence: str, as_of: datetime) -> str:
-    start = as_of - STEP[cadence]
-    return start.strftime("%Y-%m-%d-%H:%M" if cadence == "hourly" else "%Y-%m-%d")
+    return BY_NAME[cadence].as_of_to_key(as_of)
 
 
 def run_fixture(path: Path, segments: list[Segment] | None = None) -> list[str]:
@@ -55,7 +54,7 @@ def run_fixture(path: Path, segments: list[Segment] | None = None) -> list[str]:
         {"customer_id": a["customer_id"], "person_id": f"{a['customer_id']}-p1", "marketing_consent": True}
         for a in accounts
     ]
-    cadences = [c for c in ("hourly", "daily", "weekly") if any(s.cadence == c for s in segments)]
+    cadences = [c for c in NAMES if any(s.cadence == c for s in segments)]
     with tempfile.TemporaryDirectory() as tmp, DuckDBWarehouse(path=f"{tmp}/fixture.duckdb").connect() as con:
         prepare(con, contacts)
         for cadence in cadences:  # hourly first: daily segments may exclude hourly ones

@@ -18,14 +18,12 @@ from pathlib import Path
 import duckdb
 import yaml
 
+from retention_pipeline.cadences import NAMES as CADENCES
+from retention_pipeline.destinations import registry
 from retention_pipeline.models.project import SQL_ROOT, Model, ModelError, create_typed_views, table_refs
 
 SEGMENTS_ROOT = SQL_ROOT / "segments"
-CADENCES = ("hourly", "daily", "weekly")
 PURPOSES = ("target", "suppress")
-SENT_DESTINATIONS = ("customerio", "meta", "google")  # reached over the network, with credentials
-DESTINATIONS = (*SENT_DESTINATIONS, "warehouse")
-AD_DESTINATIONS = ("meta", "google")
 SUPPRESSION_SEGMENT = "do_not_retarget"
 FEATURES = "features"
 _HEADER = re.compile(r"\A\s*/\*(?P<body>.*?)\*/", re.DOTALL)
@@ -68,7 +66,7 @@ class Segment:
 
     @property
     def ad_destinations(self) -> tuple[str, ...]:
-        return tuple(d for d in self.destinations if d in AD_DESTINATIONS)
+        return tuple(d for d in self.destinations if d in registry.ad_names())
 
     def at(self, line: int | None = None, header_field: str | None = None) -> str:
         """`segments/<file>:<line>`, the prefix of every message about this segment (editors jump to it)."""
@@ -104,7 +102,7 @@ def routed_destinations(segments: list[Segment]) -> list[str]:
     """The networked destinations some target segment routes to: the ones a run needs credentials (or a sandbox)
     for."""
     return sorted(
-        {d for s in segments if s.purpose == "target" for d in s.destinations} & set(SENT_DESTINATIONS)
+        {d for s in segments if s.purpose == "target" for d in s.destinations} & set(registry.names())
     )
 
 
@@ -142,10 +140,9 @@ def load_segment(path: Path) -> Segment:
     if purpose not in PURPOSES:
         raise _fail(path, f"purpose: {purpose!r} must be one of {', '.join(PURPOSES)}")
     destinations = header.get("destinations", [])
-    if not isinstance(destinations, list) or not set(destinations) <= set(DESTINATIONS):
-        raise _fail(
-            path, f"destinations: {destinations!r} must be a list drawn from {', '.join(DESTINATIONS)}"
-        )
+    known = (*registry.names(), registry.WAREHOUSE)
+    if not isinstance(destinations, list) or not set(destinations) <= set(known):
+        raise _fail(path, f"destinations: {destinations!r} must be a list drawn from {', '.join(known)}")
     exclude = header.get("exclude", [])
     if not isinstance(exclude, list) or not all(isinstance(e, str) for e in exclude):
         raise _fail(path, f"exclude: {exclude!r} must be a list of segment names")

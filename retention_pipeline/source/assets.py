@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from retention_pipeline.catalog import Declaration, declarations_of
 from retention_pipeline.config import ConfigError, positive_int
 from retention_pipeline.environment import BINDINGS_KEY, verify_bindings
 from retention_pipeline.partitions import partitioned_asset
@@ -424,3 +425,8 @@ def contacts(
 SNAPSHOT_ASSETS = [metronome_customers, metronome_billable_metrics, metronome_contracts, metronome_invoices,
                    metronome_balances, contacts]  # fmt: skip
 USAGE_ASSETS = [metronome_usage_daily, metronome_usage_hourly]
+
+
+def declarations() -> list[Declaration]:
+    """What the source stage's assets write, for the catalog (read from the assets: they need no other stage)."""
+    return declarations_of([*SNAPSHOT_ASSETS, *USAGE_ASSETS], stage=GROUP)

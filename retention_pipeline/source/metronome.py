@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import dagster as dg
 import httpx
@@ -19,8 +20,7 @@ from retention_pipeline.config import ConfigError, env, env_parsed, parse_utc, p
 from retention_pipeline.environment import Target, metronome_target
 from retention_pipeline.redact import redact_url
 from retention_pipeline.source.extract import ExtractionError, describe
-from retention_pipeline.source.sandbox.server import MetronomeSandbox
-from retention_pipeline.source.sandbox.tenant import TenantSpec, build_tenant
+from retention_pipeline.transports import embedded_sandbox
 
 SANDBOX_BASE_URL = "http://metronome.sandbox.invalid"
 SANDBOX_TOKEN = "sandbox"
@@ -34,7 +34,7 @@ class MetronomeConnection:
     mode: str  # "sandbox" or "api"
     base_url: str  # where it points, for logs: without URL credentials
     concurrency: int
-    sandbox: MetronomeSandbox | None = None
+    sandbox: Any = None  # the in-process sandbox tenant (sandbox mode only)
 
     @property
     def is_sandbox(self) -> bool:
@@ -99,12 +99,12 @@ class MetronomeResource(dg.ConfigurableResource):
     def _open_sandbox(self, max_retries: int, timeout: float, concurrency: int) -> MetronomeConnection:
         now_raw = env("RETENTION_SANDBOX_NOW", self.sandbox_now)
         now = env_parsed("RETENTION_SANDBOX_NOW", parse_utc, now_raw, "ISO-8601") if now_raw else None
-        spec = TenantSpec(
+        sandbox = embedded_sandbox(
+            "metronome",
             seed=positive_int("RETENTION_SANDBOX_SEED", self.sandbox_seed, minimum=0, maximum=2**31),
             customers=positive_int("RETENTION_SANDBOX_CUSTOMERS", self.sandbox_customers, maximum=200_000),
             now=now or datetime.now(UTC),
         )
-        sandbox = MetronomeSandbox(build_tenant(spec))
         client = metronome.Metronome(
             bearer_token=SANDBOX_TOKEN,
             base_url=SANDBOX_BASE_URL,

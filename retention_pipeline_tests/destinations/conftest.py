@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from typing import NamedTuple
 
 import pytest
 
-from retention_pipeline.destinations.sandbox.customerio import CustomerIoSandbox
-from retention_pipeline.destinations.sandbox.google import GoogleDataManagerSandbox
-from retention_pipeline.destinations.sandbox.meta import MetaSandbox
+from retention_pipeline.sandbox.customerio import CustomerIoSandbox
+from retention_pipeline.sandbox.google import GoogleDataManagerSandbox
 from retention_pipeline.sandbox.http import LoopbackServer
+from retention_pipeline.sandbox.meta import MetaSandbox
+from retention_pipeline.sandbox.pinterest import PinterestSandbox
+from retention_pipeline.sandbox.tiktok import TikTokSandbox
 
 # Every target segment that routes to a destination (the daily and the hourly ones).
 ROUTED = ("usage_drop_wow", "renewal_7d_low_activity", "winback_lapsed_45_120", "credits_low",
@@ -42,35 +45,67 @@ def server(loopback, sandbox):
     switch.target = None
 
 
-def destination_env(cio_url: str, meta_url: str, google_url: str, routing_path) -> dict[str, str]:
-    """Credentials and URLs that point the pipeline at destination servers as if they were the real services."""
+TIKTOK_ADVERTISER, PINTEREST_AD_ACCOUNT = "7000000000000000001", "549756359984"
+
+
+def destination_env(urls: dict[str, str], routing_path) -> dict[str, str]:
+    """Credentials and URLs that point the pipeline at destination servers as if they were the real services
+    (`urls`: destination → the base URL of its server)."""
     return {
         "RETENTION_DESTINATIONS_CONFIG": str(routing_path),
         "CUSTOMERIO_SITE_ID": "site", "CUSTOMERIO_API_KEY": "track-key",
-        "CUSTOMERIO_TRACK_URL": cio_url, "CUSTOMERIO_APP_URL": cio_url,
-        "META_ACCESS_TOKEN": "meta-token", "META_AD_ACCOUNT_ID": "1234567890", "META_GRAPH_URL": f"{meta_url}/v25.0",
-        "GOOGLE_ACCESS_TOKEN": "google-token", "GOOGLE_DATA_MANAGER_URL": google_url,
+        "CUSTOMERIO_TRACK_URL": urls["customerio"], "CUSTOMERIO_APP_URL": urls["customerio"],
+        "META_ACCESS_TOKEN": "meta-token", "META_AD_ACCOUNT_ID": "1234567890",
+        "META_GRAPH_URL": f"{urls['meta']}/v25.0",
+        "GOOGLE_ACCESS_TOKEN": "google-token", "GOOGLE_DATA_MANAGER_URL": urls["google"],
+        "TIKTOK_ACCESS_TOKEN": "tiktok-token", "TIKTOK_ADVERTISER_ID": TIKTOK_ADVERTISER,
+        "TIKTOK_API_URL": f"{urls['tiktok']}/open_api/v1.3",
+        "PINTEREST_ACCESS_TOKEN": "pinterest-token", "PINTEREST_AD_ACCOUNT_ID": PINTEREST_AD_ACCOUNT,
+        "PINTEREST_API_URL": f"{urls['pinterest']}/v5",
     }  # fmt: skip
+
+
+class Destinations(NamedTuple):
+    """The five destination sandboxes (each on its own loopback port) and the destinations.yaml they were given."""
+
+    cio: CustomerIoSandbox
+    meta: MetaSandbox
+    google: GoogleDataManagerSandbox
+    tiktok: TikTokSandbox
+    pinterest: PinterestSandbox
+    routing: dict
 
 
 @pytest.fixture
 def destinations(monkeypatch, tmp_path):
-    """Customer.io, Meta and Google sandboxes on loopback ports, the pipeline pointed at them with credentials."""
-    cio, meta, google = (
+    """Every destination's sandbox on a loopback port, the pipeline pointed at them with credentials.
+
+    destinations.yaml gives the Customer.io manual segments, Meta and TikTok audiences and Google user lists; the
+    Pinterest customer lists are created by the first sync from each segment's first adds (Pinterest creates lists
+    only from records) and recorded in sync.destination_objects (see `pinterest_lists`)."""
+    cio, meta, google, tiktok, pinterest = (
         CustomerIoSandbox(),
         MetaSandbox(ad_account_id="1234567890"),
         GoogleDataManagerSandbox(),
+        TikTokSandbox(advertiser_id=TIKTOK_ADVERTISER),
+        PinterestSandbox(ad_account_id=PINTEREST_AD_ACCOUNT),
     )
-    servers = [cio.serve(), meta.serve(), google.serve()]
+    servers = {
+        "customerio": cio.serve(), "meta": meta.serve(), "google": google.serve(), "tiktok": tiktok.serve(),
+        "pinterest": pinterest.serve(),
+    }  # fmt: skip
     ads = [s for s in ROUTED if s != "failed_payment_active"]
     routing = {
         "customerio": {"manual_segments": {s: cio.create_segment(s) for s in ROUTED}},
         "meta": {"audiences": {s: meta.create_audience(s) for s in ads}, "min_audience_floor": 0},
         "google": {"operating_account": {"accountType": "GOOGLE_ADS", "accountId": "1"},
                    "user_lists": {s: f"list-{s}" for s in ads}},
+        "tiktok": {"audiences": {s: tiktok.create_audience(s) for s in ads}, "min_audience_floor": 0},
+        "pinterest": {"min_audience_floor": 0},
     }  # fmt: skip
     (tmp_path / "destinations.yaml").write_text(json.dumps(routing))
-    env = destination_env(servers[0].url, servers[1].url, servers[2].url, tmp_path / "destinations.yaml") | {
+    urls = {name: server.url for name, server in servers.items()}
+    env = destination_env(urls, tmp_path / "destinations.yaml") | {
         "RETENTION_SANDBOX_NOW": "2026-11-20T10:30:00Z", "RETENTION_SANDBOX_CUSTOMERS": "60",
         "RETENTION_HISTORY_DAYS": "30", "RETENTION_HOURLY_HISTORY_DAYS": "2",
         "RETENTION_FIRST_RUN": "1",
@@ -78,9 +113,30 @@ def destinations(monkeypatch, tmp_path):
     }  # fmt: skip
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    yield cio, meta, google, routing
-    for server in servers:
+    yield Destinations(cio, meta, google, tiktok, pinterest, routing)
+    for server in servers.values():
         server.close()
+
+
+def pinterest_lists(con) -> dict[str, str]:
+    """segment → the Pinterest customer list the sync created for it (sync.destination_objects)."""
+    return dict(con.execute(
+        "SELECT segment, arg_max(object_id, created_at) FROM sync.destination_objects "
+        "WHERE destination = 'pinterest' AND kind = 'audience' GROUP BY segment"
+    ).fetchall())  # fmt: skip
+
+
+def membership_requests(*sandboxes) -> int:
+    """Requests that change who is in an object (what sync.ledger records): every non-GET request except
+    Pinterest's creation of a customer list and of its audience (recorded in sync.destination_objects)."""
+    return sum(
+        1
+        for s in sandboxes
+        for r in s.requests
+        if r.method != "GET"
+        and not (isinstance(s, PinterestSandbox) and r.method == "POST"
+                 and r.path.endswith(("/customer_lists", "/audiences")))
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import duckdb
 
 from retention_pipeline.definitions import defs
 from retention_pipeline.warehouse import resolve_duckdb_path
+from retention_pipeline_tests.destinations.conftest import membership_requests, pinterest_lists
 
 DAY = "2026-11-19"
 SYNC = dg.AssetKey(["sync", "activation_daily"])
@@ -37,10 +38,10 @@ def desired(segment, destination):
     )}  # fmt: skip
 
 
-def state_email_hashes(segment):
+def state_email_hashes(segment, destination="meta", key="EMAIL"):
     return {r[0] for r in db(
-        "SELECT json_extract_string(payload, '$.EMAIL') FROM sync.destination_state "
-        "WHERE segment = ? AND destination = 'meta'", [segment])} - {""}  # fmt: skip
+        f"SELECT json_extract_string(payload, '$.{key}') FROM sync.destination_state "
+        "WHERE segment = ? AND destination = ?", [segment, destination])} - {"", None}  # fmt: skip
 
 
 def meta_emails(meta, routing, segment):
@@ -52,8 +53,20 @@ def destination_requests(*sandboxes):
     return sum(1 for s in sandboxes for r in s.requests if r.method != "GET")
 
 
+def tiktok_emails(tiktok, routing, segment):
+    return tiktok.members(routing["tiktok"]["audiences"][segment], "EMAIL_SHA256")
+
+
+def pinterest_emails(pinterest, segment):
+    """The segment's Pinterest list members; none when no sync had anyone to create its list from."""
+    with duckdb.connect(str(resolve_duckdb_path())) as con:
+        lists = pinterest_lists(con)
+    return pinterest.members(lists[segment]) if segment in lists else set()
+
+
 def test_first_run_adds_a_rerun_sends_nothing_and_a_leaver_is_removed(destinations):
-    cio, meta, google, routing = destinations
+    cio, meta, google, tiktok, pinterest, routing = destinations
+    everywhere = (cio, meta, google, tiktok, pinterest)
     run_daily()
     for segment in SEGMENTS:
         people = desired(segment, "customerio")
@@ -65,11 +78,17 @@ def test_first_run_adds_a_rerun_sends_nothing_and_a_leaver_is_removed(destinatio
         assert meta_emails(meta, routing, segment) == expected_hashes
         assert all(len(h) == 64 for h in expected_hashes)  # hashed, never raw
         assert google.member_count(f"list-{segment}") == len(desired(segment, "google"))
-    assert db("SELECT count(*) FROM sync.ledger")[0][0] == destination_requests(cio, meta, google) > 0
+        assert tiktok_emails(tiktok, routing, segment) == state_email_hashes(
+            segment, "tiktok", "EMAIL_SHA256"
+        )
+        assert pinterest_emails(pinterest, segment) == state_email_hashes(segment, "pinterest")
+    assert any(pinterest_emails(pinterest, segment) for segment in SEGMENTS)  # lists were created and filled
+    # Every membership request is in the ledger (Pinterest's list creations are in sync.destination_objects).
+    assert db("SELECT count(*) FROM sync.ledger")[0][0] == membership_requests(*everywhere) > 0
 
-    before = destination_requests(cio, meta, google)
+    before = destination_requests(*everywhere)
     run_daily()
-    assert destination_requests(cio, meta, google) == before  # nothing changed → zero requests
+    assert destination_requests(*everywhere) == before  # nothing changed → zero requests (nor new objects)
 
     segment = "usage_drop_wow"
     leaver = sorted(desired(segment, "meta"))[0]
@@ -79,12 +98,14 @@ def test_first_run_adds_a_rerun_sends_nothing_and_a_leaver_is_removed(destinatio
     assert leaver not in {r[0] for r in db(
         "SELECT member_key FROM sync.destination_state WHERE segment = ?", [segment])}  # fmt: skip
     assert meta_emails(meta, routing, segment) == state_email_hashes(segment)
+    assert tiktok_emails(tiktok, routing, segment) == state_email_hashes(segment, "tiktok", "EMAIL_SHA256")
+    assert pinterest_emails(pinterest, segment) == state_email_hashes(segment, "pinterest")
     exited = [e for e in cio.accepted_events() if e["name"] == "segment_exited"]
     assert {e["identifiers"]["id"] for e in exited} >= {leaver}
 
 
 def test_suppressed_member_leaves_ad_audiences_but_keeps_customerio(destinations):
-    cio, meta, google, routing = destinations
+    cio, meta, google, tiktok, pinterest, routing = destinations
     run_daily()
     segment = "usage_drop_wow"
     person = sorted(desired(segment, "meta"))[0]
@@ -99,17 +120,20 @@ def test_suppressed_member_leaves_ad_audiences_but_keeps_customerio(destinations
        [as_of, customer, person])  # fmt: skip
     run_daily(only_sync=True)
     assert meta_emails(meta, routing, segment) == state_email_hashes(segment)
+    assert tiktok_emails(tiktok, routing, segment) == state_email_hashes(segment, "tiktok", "EMAIL_SHA256")
+    assert pinterest_emails(pinterest, segment) == state_email_hashes(segment, "pinterest")
     assert person not in {r[0] for r in db(
-        "SELECT member_key FROM sync.destination_state WHERE destination IN ('meta', 'google')")}  # fmt: skip
+        "SELECT member_key FROM sync.destination_state WHERE destination IN ('meta', 'google', 'tiktok', "
+        "'pinterest')")}  # fmt: skip
     attributes = cio.person(id=person)["attributes"]
     assert attributes[f"rp_{segment}_tier"] in ("high", "low")  # still a Customer.io member
     assert not [e for e in cio.accepted_events() if e["name"] == "segment_exited"]
 
 
 def test_a_207_rejection_is_recorded_and_retried_next_run(destinations):
-    cio, meta, google, routing = destinations
-    run_daily(dry_run=True)  # learn who will be sent, send nothing
-    assert destination_requests(cio, meta, google) == 0
+    cio, meta, google, tiktok, pinterest, routing = destinations
+    run_daily(dry_run=True)  # learn who will be sent, send nothing (nor create a Pinterest list)
+    assert destination_requests(cio, meta, google, tiktok, pinterest) == 0
     person = sorted(desired("usage_drop_wow", "customerio"))[0]
     cio.reject_identifiers(person)
     run_daily()
@@ -126,7 +150,7 @@ def test_a_207_rejection_is_recorded_and_retried_next_run(destinations):
 
 
 def test_a_process_killed_mid_sync_reconverges_without_duplicate_events(destinations):
-    cio, meta, google, routing = destinations
+    cio, meta, google, tiktok, pinterest, routing = destinations
     job = defs.resolve_job_def("daily_retention")
     upstream = dg.AssetSelection.assets(SYNC).upstream().resolve(defs.get_repository_def().asset_graph) - {
         SYNC

@@ -21,12 +21,11 @@ import pytest
 import requests
 from customerio import constants as cio_constants
 
-from retention_pipeline.destinations.adapters import CustomerIoAdapter
-from retention_pipeline.destinations.customerio import SEGMENT_ID_TYPES, CustomerIoClient
-from retention_pipeline.destinations.routing import Routing
-from retention_pipeline.destinations.sandbox.customerio import CustomerIoSandbox
+from retention_pipeline.destinations.customerio.adapter import CustomerIoAdapter
+from retention_pipeline.destinations.customerio.client import SEGMENT_ID_TYPES, CustomerIoClient
+from retention_pipeline.destinations.customerio.resource import REGION_HOSTS
 from retention_pipeline.destinations.sync import Change, SyncContext
-from retention_pipeline.environment import REGION_HOSTS
+from retention_pipeline.sandbox.customerio import CustomerIoSandbox
 from retention_pipeline.segments.project import load_segments
 
 SITE_ID, API_KEY = "site-1", "track-secret-key"
@@ -87,7 +86,7 @@ def test_batch_request_equals_the_packages(region):
         httpx.Client(transport=httpx.MockTransport(record)) as http,
         CustomerIoClient(track_url, app_url, SITE_ID, API_KEY, http_client=http) as client,
     ):
-        CustomerIoAdapter(client, Routing(), segment_ids={}).send(
+        CustomerIoAdapter(client, section=None, objects={}).send(
             segment,
             [Change("p1", "add", payload, "h1")],
             SyncContext("contract", "daily", "2026-11-19", AS_OF),

@@ -29,11 +29,11 @@ from google.ads.datamanager_v1 import types as dm
 from google.protobuf.json_format import ParseError
 
 from retention_pipeline.destinations import identity
-from retention_pipeline.destinations.adapters import GoogleAdapter
-from retention_pipeline.destinations.google import GoogleDataManagerClient
+from retention_pipeline.destinations.google.adapter import GoogleAdapter
+from retention_pipeline.destinations.google.client import GoogleDataManagerClient
 from retention_pipeline.destinations.routing import Routing
-from retention_pipeline.destinations.sandbox.google import GoogleDataManagerSandbox
 from retention_pipeline.destinations.sync import Change, SyncContext
+from retention_pipeline.sandbox.google import GoogleDataManagerSandbox
 from retention_pipeline.segments.project import load_segments
 
 TOKEN, LIST_ID = "ya29.contract-token", "5550001"
@@ -130,14 +130,18 @@ def test_request_bodies_parse_as_the_official_request_types(con, sent):
     client, sandbox, bodies = sent
     segment = next(s for s in load_segments() if "google" in s.destinations)
     routing = Routing(
-        google_operating_account={"accountType": "GOOGLE_ADS", "accountId": "1234567890"},
-        google_user_lists={segment.name: LIST_ID},
+        sections={
+            "google": {
+                "operating_account": {"accountType": "GOOGLE_ADS", "accountId": "1234567890"},
+                "user_lists": {segment.name: LIST_ID},
+            }
+        }
     )
     raw = [("First.Last+Promo@GMail.com", "+1 (415) 555-0132"), ("dana@example.com", "")]
     payloads = [engine_payload(con, email, phone) for email, phone in raw]
     changes = [Change(f"p{i}", "add", p, f"h{i}") for i, p in enumerate(payloads)]
     context = SyncContext("contract", "daily", "2026-11-19", datetime(2026, 11, 20))
-    adapter = GoogleAdapter(client, routing)
+    adapter = GoogleAdapter(client, routing.section("google"), routing.objects("google"))
     adapter.send(segment, changes, context)
     assert sandbox.member_count(LIST_ID) == len(raw)
     adapter.send(

@@ -34,11 +34,11 @@ from facebook_business.api import FacebookAdsApi
 from facebook_business.session import FacebookSession
 
 from retention_pipeline.destinations import identity
-from retention_pipeline.destinations.adapters import MetaAdapter
-from retention_pipeline.destinations.meta import MetaClient
+from retention_pipeline.destinations.meta.adapter import MetaAdapter
+from retention_pipeline.destinations.meta.client import MetaClient
 from retention_pipeline.destinations.routing import Routing
-from retention_pipeline.destinations.sandbox.meta import MetaSandbox
 from retention_pipeline.destinations.sync import Change, SyncContext
+from retention_pipeline.sandbox.meta import MetaSandbox
 from retention_pipeline.segments.project import load_segments
 
 TOKEN, ACCOUNT = "meta-contract-token", "1234567890"
@@ -126,7 +126,8 @@ def test_users_bodies_match_format_params(con, sent):
     client, sandbox, bodies = sent
     segment = next(s for s in load_segments() if "meta" in s.destinations)
     audience = client.create_audience(segment.name)
-    adapter = MetaAdapter(client, Routing(meta_audiences={segment.name: audience}))
+    routing = Routing(sections={"meta": {"audiences": {segment.name: audience}}})
+    adapter = MetaAdapter(client, routing.section("meta"), routing.objects("meta"))
     raw = [
         ["Mary@Example.com ", "+1 (415) 555-0132"],
         ["First.Last+Promo@GMail.com", "+44 20 7946 0958"],

@@ -11,13 +11,13 @@ import time
 import httpx
 import pytest
 
-from retention_pipeline.destinations.customerio import (
+from retention_pipeline.destinations.customerio.client import (
     CustomerIoAuthError,
     CustomerIoClient,
     CustomerIoError,
     make_event_id,
 )
-from retention_pipeline.destinations.sandbox.customerio import CustomerIoSandbox
+from retention_pipeline.sandbox.customerio import CustomerIoSandbox
 
 SITE_ID, API_KEY, APP_KEY = "site-1", "track-secret-key", "app-secret-key"
 
@@ -194,7 +194,7 @@ def test_429_without_retry_after_backs_off_exponentially(client, sandbox):
 
 def test_retry_after_beyond_the_cap_fails_without_waiting(server, sandbox, monkeypatch):
     sleeps: list[float] = []
-    monkeypatch.setattr("retention_pipeline.destinations.customerio.time.sleep", sleeps.append)
+    monkeypatch.setattr("retention_pipeline.destinations.customerio.client.time.sleep", sleeps.append)
     sandbox.faults.add("/api/v2/batch", 429, times=1, headers={"Retry-After": "3600"})
     with CustomerIoClient(server.url, server.url, SITE_ID, API_KEY, max_backoff_seconds=1) as cio:
         (result,) = cio.batch([identify("a")])

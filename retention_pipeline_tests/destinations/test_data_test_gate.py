@@ -28,9 +28,10 @@ def sends(*sandboxes) -> int:
 
 
 def test_negative_usage_blocks_activation_until_the_test_is_overridden(destinations):
-    cio, meta, google, routing = destinations
+    cio, meta, google, tiktok, pinterest, routing = destinations
+    everywhere = (cio, meta, google, tiktok, pinterest)
     assert defs.resolve_job_def("daily_retention").execute_in_process(partition_key=DAY).success
-    before = sends(cio, meta, google)
+    before = sends(*everywhere)
     members = {r[0] for r in db("SELECT member_key FROM sync.destination_state")}
     # Metronome reports negative usage for accounts outside every segment: they would now look like a usage drop.
     db("""UPDATE raw.metronome_usage SET value = -1 - value WHERE window_size = 'DAY'
@@ -43,7 +44,7 @@ def test_negative_usage_blocks_activation_until_the_test_is_overridden(destinati
                "WHERE cadence = 'daily' AND segment <> 'do_not_retarget'")  # fmt: skip
     assert {g for g, _ in guard} == {"blocked"}
     assert all("analytics.customer_features.usage_is_non_negative failed" in r for _, r in guard)
-    assert sends(cio, meta, google) == before  # no destination heard of the new "members"
+    assert sends(*everywhere) == before  # no destination heard of the new "members"
     assert {r[0] for r in db("SELECT member_key FROM sync.destination_state")} == members
     tests = db("SELECT severity, passed FROM pipeline.data_tests WHERE test = 'usage_is_non_negative'")
     assert tests == [("error", False)]
@@ -54,4 +55,4 @@ def test_negative_usage_blocks_activation_until_the_test_is_overridden(destinati
     )
     assert {g for (g,) in db("SELECT DISTINCT guard_status FROM segments.partitions WHERE cadence = 'daily' "
                              "AND segment = 'usage_drop_wow'")} == {"overridden"}  # fmt: skip
-    assert sends(cio, meta, google) > before
+    assert sends(*everywhere) > before

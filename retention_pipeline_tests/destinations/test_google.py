@@ -5,9 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from retention_pipeline.destinations.google import GoogleAuthError, GoogleDataManagerClient
+from retention_pipeline.destinations.google.client import GoogleAuthError, GoogleDataManagerClient
 from retention_pipeline.destinations.identity import email_sha256, google_phone_sha256
-from retention_pipeline.destinations.sandbox.google import QUOTA_LIMIT, GoogleDataManagerSandbox
+from retention_pipeline.sandbox.google import QUOTA_LIMIT, GoogleDataManagerSandbox
 
 TOKEN = "ya29.sandbox-token"
 LIST_ID = "5550001"

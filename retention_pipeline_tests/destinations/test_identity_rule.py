@@ -7,7 +7,7 @@ import duckdb
 import pandas as pd
 
 from retention_pipeline.definitions import defs
-from retention_pipeline.source.sandbox.tenant import TenantSpec, build_tenant
+from retention_pipeline.sandbox.metronome.tenant import TenantSpec, build_tenant
 from retention_pipeline.warehouse import resolve_duckdb_path
 
 DAY = "2026-11-19"
@@ -31,7 +31,8 @@ def sends(*sandboxes) -> int:
 
 
 def test_people_in_two_accounts_sync_once_and_reruns_send_nothing(destinations, monkeypatch, tmp_path):
-    cio, meta, google, routing = destinations
+    cio, meta, google, tiktok, pinterest, routing = destinations
+    everywhere = (cio, meta, google, tiktok, pinterest)
     # Every person of a declining account (the usage_drop_wow pattern) is also listed under the next declining
     # account and under one account outside the pattern.
     spec = TenantSpec(seed=42, customers=60, now=datetime(2026, 11, 20, 10, 30, tzinfo=UTC))
@@ -48,7 +49,7 @@ def test_people_in_two_accounts_sync_once_and_reruns_send_nothing(destinations, 
     monkeypatch.setenv("RETENTION_CONTACTS_PATH", str(tmp_path / "contacts.csv"))
 
     run_daily()
-    first = sends(cio, meta, google)
+    first = sends(*everywhere)
     shared = db("SELECT person_id FROM raw.contacts GROUP BY 1 HAVING count(*) > 1")
     in_segment = db(
         """SELECT count(DISTINCT person_id) FROM segments.members WHERE segment = 'usage_drop_wow'
@@ -61,7 +62,7 @@ def test_people_in_two_accounts_sync_once_and_reruns_send_nothing(destinations, 
     assert state[0][0] == state[0][1] > 0
     for _ in range(2):
         run_daily()
-        assert sends(cio, meta, google) == first  # nothing changed → zero requests, however often it runs
+        assert sends(*everywhere) == first  # nothing changed → zero requests, however often it runs
     assert db("SELECT count(*) FROM sync.destination_state") == [(state[0][0],)]
 
     # The identity rule, recomputed here from the members: attributed to the 'high' account, else the smallest id;

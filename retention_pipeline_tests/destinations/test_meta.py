@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from retention_pipeline.destinations.identity import email_sha256, meta_phone_sha256
-from retention_pipeline.destinations.meta import MetaAuthError, MetaClient, MetaError
-from retention_pipeline.destinations.sandbox.meta import MetaSandbox
+from retention_pipeline.destinations.meta.client import MetaAuthError, MetaClient, MetaError
+from retention_pipeline.sandbox.meta import MetaSandbox
 
 TOKEN, ACCOUNT = "meta-system-user-token", "1234567890"
 
@@ -138,7 +138,7 @@ def test_throttles_are_backed_off_then_succeed(client, sandbox, audience):
 
 def test_regain_access_estimate_is_used_but_capped(client, sandbox, audience, monkeypatch):
     sleeps: list[float] = []
-    monkeypatch.setattr("retention_pipeline.destinations.meta.time.sleep", sleeps.append)
+    monkeypatch.setattr("retention_pipeline.destinations.meta.client.time.sleep", sleeps.append)
     sandbox.faults.add(r"/users$", 400, times=1, **throttle(80003, regain_minutes=30))
     (result,) = client.add_users(audience, ["EXTERN_ID"], [["c1"]], session_id=1)
     assert result.ok and len(sleeps) == 1  # the 30 min estimate, capped at max_backoff_seconds

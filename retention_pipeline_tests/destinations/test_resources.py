@@ -6,15 +6,19 @@ import dagster as dg
 import pytest
 
 from retention_pipeline.config import ConfigError
-from retention_pipeline.destinations.customerio import CustomerIoClient
+from retention_pipeline.destinations.customerio.client import CustomerIoClient
+from retention_pipeline.destinations.customerio.resource import CustomerIoResource
+from retention_pipeline.destinations.google.resource import GoogleDataManagerResource
 from retention_pipeline.destinations.identity import email_sha256
-from retention_pipeline.destinations.resources import (
-    CustomerIoResource,
-    GoogleDataManagerResource,
-    MetaResource,
-)
-from retention_pipeline.destinations.sandbox.customerio import CustomerIoSandbox
-from retention_pipeline.destinations.sandbox.meta import MetaSandbox
+from retention_pipeline.destinations.meta.resource import MetaResource
+from retention_pipeline.destinations.pinterest.resource import PinterestResource
+from retention_pipeline.destinations.plugin import Connection
+from retention_pipeline.destinations.tiktok.resource import TikTokResource
+from retention_pipeline.sandbox.customerio import CustomerIoSandbox
+from retention_pipeline.sandbox.google import GoogleDataManagerSandbox
+from retention_pipeline.sandbox.meta import MetaSandbox
+from retention_pipeline.sandbox.pinterest import PinterestSandbox
+from retention_pipeline.sandbox.tiktok import TikTokSandbox
 
 DESTINATIONS = [
     {"operatingAccount": {"accountType": "GOOGLE_ADS", "accountId": "1"}, "productDestinationId": "77"}
@@ -41,6 +45,22 @@ def test_without_credentials_each_resource_wires_its_sandbox():
     (result,) = google.client.ingest(DESTINATIONS, [member])
     assert google.mode == "sandbox" and result.ok and google.sandbox.member_count("77") == 1
 
+    tiktok = TikTokResource().connection()
+    audience = tiktok.client.create_audience("churn_risk")
+    assert tiktok.mode == "sandbox" and audience in tiktok.sandbox.audiences
+
+    pinterest = PinterestResource().connection()
+    created = pinterest.client.create_customer_list("churn_risk", [email_sha256("a@b.co")])
+    assert pinterest.mode == "sandbox" and pinterest.sandbox.members(created["id"]) == {
+        email_sha256("a@b.co")
+    }
+
+    # Each is the plug-in interface's Connection, holding the in-process sandbox (a fresh one per resource).
+    sandboxes = (CustomerIoSandbox, MetaSandbox, GoogleDataManagerSandbox, TikTokSandbox, PinterestSandbox)
+    for connection, kind in zip((cio, meta, google, tiktok, pinterest), sandboxes, strict=True):
+        assert isinstance(connection, Connection) and isinstance(connection.sandbox, kind)
+        assert connection.target.is_sandbox
+
 
 @pytest.mark.parametrize(
     ("resource", "env", "missing"),
@@ -50,6 +70,10 @@ def test_without_credentials_each_resource_wires_its_sandbox():
         (CustomerIoResource, {"CUSTOMERIO_APP_API_KEY": "app"}, "CUSTOMERIO_SITE_ID"),
         (MetaResource, {"META_ACCESS_TOKEN": "token"}, "META_AD_ACCOUNT_ID"),
         (MetaResource, {"META_AD_ACCOUNT_ID": "123"}, "META_ACCESS_TOKEN"),
+        (TikTokResource, {"TIKTOK_ACCESS_TOKEN": "token"}, "TIKTOK_ADVERTISER_ID"),
+        (TikTokResource, {"TIKTOK_ADVERTISER_ID": "7000000000000000001"}, "TIKTOK_ACCESS_TOKEN"),
+        (PinterestResource, {"PINTEREST_ACCESS_TOKEN": "token"}, "PINTEREST_AD_ACCOUNT_ID"),
+        (PinterestResource, {"PINTEREST_AD_ACCOUNT_ID": "549756359984"}, "PINTEREST_ACCESS_TOKEN"),
     ],
 )
 def test_partial_credentials_name_the_missing_variable(monkeypatch, resource, env, missing):
@@ -90,7 +114,13 @@ def test_destination_timeout_reaches_the_client(monkeypatch):
 def test_absurd_destination_timeout_is_named(monkeypatch, value):
     monkeypatch.setenv("GOOGLE_ACCESS_TOKEN", "token")
     monkeypatch.setenv("RETENTION_DESTINATION_TIMEOUT_S", value)
-    for resource in (GoogleDataManagerResource, MetaResource, CustomerIoResource):
+    for resource in (
+        GoogleDataManagerResource,
+        MetaResource,
+        CustomerIoResource,
+        TikTokResource,
+        PinterestResource,
+    ):
         with pytest.raises(ConfigError, match="RETENTION_DESTINATION_TIMEOUT_S"):
             resource().open()
 
@@ -126,6 +156,7 @@ class TestWithCredentials:
                             "CUSTOMERIO_APP_URL": server.url}.items():  # fmt: skip
             monkeypatch.setenv(name, value)
         connection = CustomerIoResource().open()
+        assert isinstance(connection, Connection)
         assert (connection.mode, connection.base_url, connection.sandbox) == ("api", server.url, None)
         assert connection.client.create_segment("s")["id"] == 1
         assert sandbox.requests[0].path == "/api/v1/accounts/region"  # the probe
@@ -155,7 +186,11 @@ class TestMetaWithCredentials:
 def test_resources_in_a_dagster_run(instance):
     @dg.asset
     def activated(
-        customerio: CustomerIoResource, meta: MetaResource, google: GoogleDataManagerResource
+        customerio: CustomerIoResource,
+        meta: MetaResource,
+        google: GoogleDataManagerResource,
+        tiktok: TikTokResource,
+        pinterest: PinterestResource,
     ) -> dict:
         """Touches each destination once through its run-time connection."""
         cio = customerio.connection()
@@ -164,6 +199,8 @@ def test_resources_in_a_dagster_run(instance):
             "cio": cio.client.segment_add(segment["id"], ["nobody"])[0].ok,
             "meta": meta.connection().client.create_audience("a") != "",
             "google": google.connection().mode,
+            "tiktok": tiktok.connection().client.create_audience("a") != "",
+            "pinterest": pinterest.connection().mode,
         }
 
     result = dg.materialize(
@@ -172,8 +209,12 @@ def test_resources_in_a_dagster_run(instance):
             "customerio": CustomerIoResource(),
             "meta": MetaResource(),
             "google": GoogleDataManagerResource(),
+            "tiktok": TikTokResource(),
+            "pinterest": PinterestResource(),
         },
         instance=instance,
     )
     assert result.success
-    assert result.output_for_node("activated") == {"cio": True, "meta": True, "google": "sandbox"}
+    assert result.output_for_node("activated") == {
+        "cio": True, "meta": True, "google": "sandbox", "tiktok": True, "pinterest": "sandbox"
+    }  # fmt: skip

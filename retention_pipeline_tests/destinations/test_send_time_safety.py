@@ -7,12 +7,20 @@ import duckdb
 
 from retention_pipeline.cli import main
 from retention_pipeline.definitions import defs
-from retention_pipeline.destinations.identity import email_sha256, google_email_sha256, meta_phone_sha256
+from retention_pipeline.destinations import registry
+from retention_pipeline.destinations.identity import (
+    email_sha256,
+    google_email_sha256,
+    google_phone_sha256,
+    meta_phone_sha256,
+)
 from retention_pipeline.warehouse import resolve_duckdb_path
+from retention_pipeline_tests.destinations.conftest import pinterest_lists
 
 DAY = "2026-11-19"
 SYNC_DAILY = dg.AssetKey(["sync", "activation_daily"])
 DAILY_AD_SEGMENTS = ("usage_drop_wow", "renewal_7d_low_activity", "winback_lapsed_45_120")
+AD_DESTINATIONS = registry.ad_names()  # meta, google, tiktok, pinterest
 
 
 def db(sql, params=None):
@@ -38,21 +46,37 @@ def suppressed_people(cadence: str) -> list[tuple[str, str | None, str | None]]:
     )
 
 
-def ad_members(meta, google, routing) -> set[str]:
-    """Every hash the Meta audiences and Google user lists hold right now."""
+def ad_members(destinations) -> set[str]:
+    """Every hash the Meta and TikTok audiences, Google user lists and Pinterest customer lists hold right now."""
+    _, meta, google, tiktok, pinterest, routing = destinations
     found = set()
     for audience in routing["meta"]["audiences"].values():
         found |= meta.members(audience, "EMAIL") | meta.members(audience, "PHONE")
     for user_list in routing["google"]["user_lists"].values():
         found |= google.members(user_list, "emailAddress")
+    for audience in routing["tiktok"]["audiences"].values():
+        found |= tiktok.members(audience, "EMAIL_SHA256") | tiktok.members(audience, "PHONE_SHA256")
+    with duckdb.connect(str(resolve_duckdb_path())) as con:
+        for customer_list in pinterest_lists(con).values():
+            found |= pinterest.members(customer_list)
     return found
 
 
 def hashes(people) -> set[str]:
     out = set()
     for _, email, phone in people:
-        out |= {email_sha256(email), google_email_sha256(email), meta_phone_sha256(phone)}
+        out |= {
+            email_sha256(email),
+            google_email_sha256(email),
+            meta_phone_sha256(phone),
+            google_phone_sha256(phone),
+        }
     return out - {None}
+
+
+def in_ad_destinations(sql: str) -> str:
+    """`sql` with {ads} replaced by the registry's ad destinations as a SQL list."""
+    return sql.replace("{ads}", ", ".join(f"'{d}'" for d in AD_DESTINATIONS))
 
 
 def destination_requests(*sandboxes) -> int:
@@ -63,7 +87,8 @@ def destination_requests(*sandboxes) -> int:
 def test_a_fresh_make_run_sends_no_suppressed_person_and_a_second_sends_nothing(
     destinations, monkeypatch, tmp_path
 ):
-    cio, meta, google, routing = destinations
+    cio, meta, google, tiktok, pinterest, routing = destinations
+    everywhere = (cio, meta, google, tiktok, pinterest)
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     (tmp_path / "dagster_home").mkdir()
 
@@ -71,10 +96,10 @@ def test_a_fresh_make_run_sends_no_suppressed_person_and_a_second_sends_nothing(
 
     # What the daily sync sent (its acknowledged adds) holds no one suppressed as of the daily features.
     suppressed = suppressed_people("daily")
-    sent_by_daily = {r[0] for r in db(
+    sent_by_daily = {r[0] for r in db(in_ad_destinations(
         """SELECT i.member_key FROM sync.ledger_items AS i JOIN sync.runs AS r USING (sync_id)
-        WHERE r.cadence = 'daily' AND i.destination IN ('meta', 'google') AND i.operation = 'add'"""
-    )}  # fmt: skip
+        WHERE r.cadence = 'daily' AND i.destination IN ({ads}) AND i.operation = 'add'"""
+    ))}  # fmt: skip
     assert sent_by_daily and not sent_by_daily & {p for p, _, _ in suppressed}
     # The check means something: suppressed people are members of daily ad segments (with consent, not held out).
     exposed = db(
@@ -85,18 +110,18 @@ def test_a_fresh_make_run_sends_no_suppressed_person_and_a_second_sends_nothing(
     )[0][0]
     assert exposed > 0
     # What the audiences hold after both jobs: no one suppressed as of the newest (hourly) features.
-    assert ad_members(meta, google, routing)
-    assert not ad_members(meta, google, routing) & hashes(suppressed_people("hourly"))
+    assert ad_members(destinations)
+    assert not ad_members(destinations) & hashes(suppressed_people("hourly"))
 
-    before = destination_requests(cio, meta, google)
+    before = destination_requests(*everywhere)
     assert main(["run"]) == 0
-    assert destination_requests(cio, meta, google) == before
+    assert destination_requests(*everywhere) == before
 
 
 def test_an_account_suppressed_between_daily_runs_leaves_daily_audiences_at_the_next_hourly_run(
     destinations, sandbox, monkeypatch, tmp_path
 ):
-    cio, meta, google, routing = destinations
+    cio, meta, google, tiktok, pinterest, routing = destinations
     metronome = sandbox.serve()  # the tenant on loopback, so it can change between runs
     sandbox.tenant.contacts_frame().to_csv(tmp_path / "contacts.csv", index=False)
     monkeypatch.setenv("METRONOME_BEARER_TOKEN", "test-token")
@@ -114,14 +139,16 @@ def test_an_account_suppressed_between_daily_runs_leaves_daily_audiences_at_the_
     email, phone = db("SELECT email_normalized, phone_e164 FROM raw.contacts WHERE person_id = ?", [person])[
         0
     ]
-    assert hashes([(person, email, phone)]) & ad_members(meta, google, routing)
+    assert hashes([(person, email, phone)]) & ad_members(destinations)
 
     sandbox.set_custom_fields(customer, do_not_retarget="true")  # flagged in Metronome at 09:00
     assert run("hourly_retention", "2026-11-20-09:00").success  # only the hourly job runs before tomorrow
 
-    assert not hashes([(person, email, phone)]) & ad_members(meta, google, routing)
+    assert not hashes([(person, email, phone)]) & ad_members(destinations)
     assert not db(
-        "SELECT 1 FROM sync.destination_state WHERE member_key = ? AND destination IN ('meta', 'google')",
+        in_ad_destinations(
+            "SELECT 1 FROM sync.destination_state WHERE member_key = ? AND destination IN ({ads})"
+        ),
         [person],
     )
     if (
@@ -134,7 +161,7 @@ def test_an_account_suppressed_between_daily_runs_leaves_daily_audiences_at_the_
 def test_without_established_suppression_ad_syncs_send_nothing_and_the_check_reads_acknowledged_state(
     destinations,
 ):
-    cio, meta, google, routing = destinations
+    cio, meta, google, tiktok, pinterest, routing = destinations
     assert run("daily_retention", DAY).success
     person, customer, as_of = db(
         """SELECT s.member_key, min(c.customer_id), max(p.as_of) FROM sync.destination_state AS s
@@ -165,12 +192,13 @@ def test_without_established_suppression_ad_syncs_send_nothing_and_the_check_rea
     db(
         "UPDATE segments.partitions SET guard_status = 'blocked', guard_reason = 'test' WHERE segment = 'do_not_retarget'"
     )
-    db("DELETE FROM sync.destination_state WHERE destination IN ('meta', 'google')")
-    before = {id(s): destination_requests(s) for s in (meta, google)}
+    db(in_ad_destinations("DELETE FROM sync.destination_state WHERE destination IN ({ads})"))
+    ads = (meta, google, tiktok, pinterest)
+    before = {id(s): destination_requests(s) for s in ads}
 
     result = run("daily_retention", DAY, selection=[SYNC_DAILY])
 
-    assert {id(s): destination_requests(s) for s in (meta, google)} == before
+    assert {id(s): destination_requests(s) for s in ads} == before
     evaluation = next(
         e
         for e in result.get_asset_check_evaluations()

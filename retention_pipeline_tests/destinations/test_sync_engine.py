@@ -201,7 +201,7 @@ def test_meta_retry_refused_as_session_finished_counts_as_landed():
     import httpx
 
     from retention_pipeline.destinations._http import Reply
-    from retention_pipeline.destinations.meta import MetaClient
+    from retention_pipeline.destinations.meta.client import MetaClient
 
     client = MetaClient(graph_url="http://meta.invalid/v25.0", access_token="t", ad_account_id="1")
     finished = httpx.Response(

@@ -12,7 +12,8 @@ from retention_pipeline.warehouse import resolve_duckdb_path
 DAY = "2026-11-19"
 CREDENTIALS = ("CUSTOMERIO_SITE_ID", "CUSTOMERIO_API_KEY", "CUSTOMERIO_TRACK_URL", "CUSTOMERIO_APP_URL",
                "META_ACCESS_TOKEN", "META_AD_ACCOUNT_ID", "META_GRAPH_URL", "GOOGLE_ACCESS_TOKEN",
-               "GOOGLE_DATA_MANAGER_URL")  # fmt: skip
+               "GOOGLE_DATA_MANAGER_URL", "TIKTOK_ACCESS_TOKEN", "TIKTOK_ADVERTISER_ID", "TIKTOK_API_URL",
+               "PINTEREST_ACCESS_TOKEN", "PINTEREST_AD_ACCOUNT_ID", "PINTEREST_API_URL")  # fmt: skip
 
 
 def db(sql, params=None):
@@ -46,7 +47,7 @@ def sandbox_first(destinations, monkeypatch):
 
 
 def test_credentials_appearing_on_a_sandbox_file_stop_the_run_before_extraction(sandbox_first, monkeypatch):
-    cio, meta, google, routing = sandbox_first
+    cio, meta, google, tiktok, pinterest, routing = sandbox_first
     extracted = db("SELECT max(extracted_at) FROM raw.metronome_customers")
 
     result = run_daily()
@@ -54,12 +55,12 @@ def test_credentials_appearing_on_a_sandbox_file_stop_the_run_before_extraction(
     step, message = failure(result)
     assert step == "pipeline__bindings"
     assert "Meta: the file was used with 'sandbox'" in message and "META_ACCESS_TOKEN" in message
-    assert "RETENTION_ALLOW_TARGET_CHANGE=customerio,google,meta" in message
+    assert "RETENTION_ALLOW_TARGET_CHANGE=customerio,google,meta,pinterest,tiktok" in message
     assert db("SELECT max(extracted_at) FROM raw.metronome_customers") == extracted  # nothing extracted
-    assert sends(cio, meta, google) == 0
+    assert sends(cio, meta, google, tiktok, pinterest) == 0
 
     # Allowed explicitly: the real targets get everyone, because the sandbox's acknowledgements do not count.
-    monkeypatch.setenv("RETENTION_ALLOW_TARGET_CHANGE", "customerio,meta,google")
+    monkeypatch.setenv("RETENTION_ALLOW_TARGET_CHANGE", "customerio,meta,google,tiktok,pinterest")
     assert run_daily().success
     real = db(
         "SELECT count(*) FROM sync.destination_state WHERE destination = 'meta' AND target LIKE 'act_%'"
@@ -71,10 +72,17 @@ def test_credentials_appearing_on_a_sandbox_file_stop_the_run_before_extraction(
         real == sandboxed[0][0] > 0
     )  # every person acknowledged by the sandbox was sent to the real audience
     assert sum(len(meta.member_rows(a)) for a in routing["meta"]["audiences"].values()) == real
+    for destination in ("customerio", "google", "tiktok", "pinterest"):  # and so did every other destination
+        real, sandboxed = db(
+            "SELECT count(*) FILTER (target <> 'sandbox'), count(*) FILTER (target = 'sandbox') "
+            "FROM sync.destination_state WHERE destination = ?",
+            [destination],
+        )[0]
+        assert real == sandboxed > 0, destination
 
 
 def test_a_lost_secret_never_sends_to_the_sandbox_instead(destinations, monkeypatch):
-    cio, meta, google, routing = destinations
+    cio, meta, google, tiktok, pinterest, routing = destinations
     assert run_daily().success  # bound to the "real" (loopback) accounts
     monkeypatch.delenv("META_ACCESS_TOKEN")
     monkeypatch.delenv("META_AD_ACCOUNT_ID")

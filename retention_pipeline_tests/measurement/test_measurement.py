@@ -165,8 +165,40 @@ def test_segment_daily_stats_sums_flows_and_takes_the_days_last_size(con):
         "INSERT INTO sync.ledger_items VALUES ('r1', 'q', 'h', 'meta', 'bad', 'add', 'x', 'rejected', 'no', now(), 't')"
     )
     build(con)
-    rows = con.execute("SELECT day, size_accounts, entries, exits, holdout_accounts, meta_people, meta_identifiable, "
-                       "meta_acknowledged, meta_sent, customerio_sent FROM segments.segment_daily_stats "
+    rows = con.execute("SELECT day, size_accounts, entries, exits, holdout_accounts FROM segments.segment_daily_stats "
                        "ORDER BY day").fetchall()  # fmt: skip
-    assert rows == [(date(2026, 11, 20), 7, 8, 1, 1, 10, 9, 9, 9, 0), (date(2026, 11, 21), 7, 0, 0, 1, None, None,
-                                                                       None, 0, 0)]  # fmt: skip
+    assert rows == [(date(2026, 11, 20), 7, 8, 1, 1), (date(2026, 11, 21), 7, 0, 0, 1)]
+    # Per destination: only meta synced, only on the 20th (no row for a destination or a day without a sync).
+    rows = con.execute("SELECT day, segment, cadence, destination, people, identifiable, acknowledged, sent, matched, "
+                       "coverage_pct, match_rate_pct FROM segments.segment_destination_daily").fetchall()  # fmt: skip
+    assert rows == [(date(2026, 11, 20), "h", "hourly", "meta", 10, 9, 9, 9, None, 90.0, None)]
+
+
+def test_segment_destination_daily_reports_any_destination_without_a_sql_change(con):
+    """A destination the SQL has never heard of gets its rows, and its platform-reported matched size."""
+    con.execute("INSERT INTO segments.partitions VALUES ('d', 'daily', '2026-11-20', '2026-11-21 00:00', 12, 12, 0, "
+                "12, 0, NULL, NULL, NULL, 'ok', NULL, now())")  # fmt: skip
+    for destination, people, identified, acknowledged, matched, computed_at in [
+        ("acme", 12, 10, 10, 8, "2026-11-21 00:05"),
+        ("acme", 12, 11, 11, 9, "2026-11-21 00:10"),  # a re-run of the same partition: the newest counts
+        ("meta", 12, 12, 12, None, "2026-11-21 00:05"),
+    ]:
+        con.execute("INSERT INTO sync.coverage VALUES ('d', ?, '2026-11-21 00:00', ?, ?, ?, ?, NULL, ?)",
+                    [destination, people, identified, acknowledged, matched, T(computed_at)])  # fmt: skip
+    con.execute("INSERT INTO sync.runs VALUES ('r1', 'daily', '2026-11-20', false, now(), now(), 'done')")
+    for i, status in enumerate(["acked"] * 3 + ["rejected"]):
+        con.execute("INSERT INTO sync.ledger_items VALUES ('r1', 'q', 'd', 'acme', ?, 'add', 'x', ?, NULL, now(), 't')",
+                    [f"p{i}", status])  # fmt: skip
+    build(con)
+    rows = con.execute("SELECT day, segment, cadence, destination, people, identifiable, acknowledged, sent, matched, "
+                       "coverage_pct, match_rate_pct FROM segments.segment_destination_daily "
+                       "ORDER BY destination").fetchall()  # fmt: skip
+    assert rows == [
+        (date(2026, 11, 20), "d", "daily", "acme", 12, 11, 11, 3, 9, pytest.approx(100 * 11 / 12),
+         pytest.approx(100 * 9 / 11)),
+        (date(2026, 11, 20), "d", "daily", "meta", 12, 12, 12, 0, None, 100.0, None),
+    ]  # fmt: skip
+    # The segment's own row is unaffected by how many destinations it has.
+    assert con.execute(
+        "SELECT count(*) FROM segments.segment_daily_stats WHERE segment = 'd'"
+    ).fetchone() == (1,)

@@ -104,7 +104,7 @@ def test_size_guard_blocks_a_mass_change_and_a_drop_to_zero_unless_overridden(co
     [
         ("cadence: monthly", "cadence"),
         ("cadence: daily\npurpose: nurture", "purpose"),
-        ("cadence: daily\ndestinations: [tiktok]", "destinations"),
+        ("cadence: daily\ndestinations: [snapchat]", "destinations"),  # unknown (tiktok is a destination now)
         ("cadence: daily\nholdout_pct: 120", "holdout_pct"),
         ("cadence: daily\nmax_change_pct: lots", "max_change_pct"),
         ("cadence: daily\ncolour: red", "unknown field"),

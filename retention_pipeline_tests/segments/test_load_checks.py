@@ -1,5 +1,6 @@
 """Definitions load rejects what used to fail mid-run: a segment's SQL that does not bind against the typed features
-(file, line, nearest column) and a segment routed to a destination without its id in destinations.yaml."""
+(file, line, nearest column) and a segment routed to a destination that cannot create its object (Google: Data
+Manager cannot create user lists) without its id in destinations.yaml."""
 
 import json
 import os
@@ -97,22 +98,29 @@ def routing_file(tmp_path: Path, **changes) -> Path:
     return path
 
 
-def test_a_segment_routed_to_meta_without_an_audience_fails_naming_the_header_line(tmp_path):
-    audiences = {"usage_drop_wo": "1", "renewal_7d_low_activity": "3", "winback_lapsed_45_120": "4"}
-    routing = load_routing(str(routing_file(tmp_path, meta__audiences=audiences)))
+def test_a_segment_routed_to_google_without_a_user_list_fails_naming_the_header_line(tmp_path):
+    user_lists = {"usage_drop_wo": "1", "renewal_7d_low_activity": "3", "winback_lapsed_45_120": "4"}
+    routing = load_routing(str(routing_file(tmp_path, google__user_lists=user_lists)))
     segments = load_segments()
     problems = routing_problems(segments, routing)
     line = line_of(SEGMENTS_ROOT / "usage_drop_wow.sql", "destinations:")
     assert problems == [
-        f"segments/credits_low.sql:{line_of(SEGMENTS_ROOT / 'credits_low.sql', 'destinations:')}: routed to meta but "
-        f"{routing.source} has no meta.audiences.credits_low (known: renewal_7d_low_activity, usage_drop_wo, "
-        "winback_lapsed_45_120)",
-        f"segments/usage_drop_wow.sql:{line}: routed to meta but {routing.source} has no meta.audiences.usage_drop_wow "
-        '(known: renewal_7d_low_activity, usage_drop_wo, winback_lapsed_45_120); is "usage_drop_wo" meant to be '
-        "usage_drop_wow?",
+        f"segments/credits_low.sql:{line_of(SEGMENTS_ROOT / 'credits_low.sql', 'destinations:')}: routed to google "
+        f"but {routing.source} has no google.user_lists.credits_low (known: renewal_7d_low_activity, usage_drop_wo, "
+        "winback_lapsed_45_120; Google's API cannot create it)",
+        f"segments/usage_drop_wow.sql:{line}: routed to google but {routing.source} has no "
+        "google.user_lists.usage_drop_wow (known: renewal_7d_low_activity, usage_drop_wo, winback_lapsed_45_120; "
+        'Google\'s API cannot create it); is "usage_drop_wo" meant to be usage_drop_wow?',
     ]
     with pytest.raises(ConfigError, match="credits_low"):
         check_routing(segments, routing)
+
+
+def test_destinations_whose_api_creates_the_object_need_no_id(tmp_path):
+    """Meta, TikTok, Pinterest and Customer.io create a missing object on the first sync: no id is required."""
+    changes = {"meta__audiences": {}, "tiktok__audiences": {}, "pinterest__customer_lists": {},
+               "customerio__manual_segments": {}}  # fmt: skip
+    check_routing(load_segments(), load_routing(str(routing_file(tmp_path, **changes))))
 
 
 def test_customerio_manual_segments_are_optional_but_google_needs_its_account(tmp_path):
@@ -152,12 +160,13 @@ def test_definitions_load_fails_on_a_typo_and_on_missing_routing(segments_copy, 
         '"days_since_last_use" not found in features; did you mean "days_since_last_usage"?'
     ) in loaded.stderr
 
-    audiences = {"usage_drop_wow": "1", "credits_low": "2", "renewal_7d_low_activity": "3"}
-    path = routing_file(tmp_path, meta__audiences=audiences)
+    user_lists = {"usage_drop_wow": "1", "credits_low": "2", "renewal_7d_low_activity": "3"}
+    path = routing_file(tmp_path, google__user_lists=user_lists)
     loaded = load_definitions({"RETENTION_DESTINATIONS_CONFIG": str(path)})
     assert loaded.returncode != 0
     line = line_of(SEGMENTS_ROOT / "winback_lapsed_45_120.sql", "destinations:")
     assert (
-        f"segments/winback_lapsed_45_120.sql:{line}: routed to meta but {path} has no "
-        "meta.audiences.winback_lapsed_45_120 (known: credits_low, renewal_7d_low_activity, usage_drop_wow)"
+        f"segments/winback_lapsed_45_120.sql:{line}: routed to google but {path} has no "
+        "google.user_lists.winback_lapsed_45_120 (known: credits_low, renewal_7d_low_activity, usage_drop_wow; "
+        "Google's API cannot create it)"
     ) in loaded.stderr

@@ -53,8 +53,11 @@ def test_new_segment_refuses_to_overwrite_and_validates_its_arguments(segments_c
     assert (segments_copy / "credits_low.sql").read_text() == before
     assert main(["new-segment", "Credits-Low", "--destinations", "customerio", *args]) == 2
     assert "must be snake_case" in capsys.readouterr().err
-    assert main(["new-segment", "x_segment", "--destinations", "tiktok", *args]) == 2
-    assert "'tiktok' is not one of customerio, meta, google, warehouse" in capsys.readouterr().err
+    assert main(["new-segment", "x_segment", "--destinations", "snapchat", *args]) == 2
+    assert (
+        "'snapchat' is not one of customerio, meta, google, tiktok, pinterest, warehouse"
+        in capsys.readouterr().err
+    )
     assert main(["new-segment", "x_segment", *args]) == 2  # a target segment goes somewhere
     assert main(["new-segment", "x_segment", "--purpose", "suppress", "--destinations", "meta", *args]) == 2
     assert sorted(p.name for p in segments_copy.glob("x_segment*")) == []
@@ -62,14 +65,18 @@ def test_new_segment_refuses_to_overwrite_and_validates_its_arguments(segments_c
     assert load_segments(segments_copy)[-1].name == "x_segment"
 
 
-def test_new_segment_routed_to_meta_says_which_destinations_entry_to_add(segments_copy, capsys):
-    assert main(["new-segment", "big_spenders", "--cadence", "daily", "--destinations", "customerio,meta",
+def test_new_segment_routed_to_google_says_which_destinations_entry_to_add(segments_copy, capsys):
+    assert main(["new-segment", "big_spenders", "--cadence", "daily", "--destinations", "customerio,meta,google",
                  "--root", str(segments_copy)]) == 0  # fmt: skip
-    assert 'meta:\n       audiences:\n         big_spenders: "<id>"' in capsys.readouterr().out
+    out = capsys.readouterr().out
+    # Data Manager cannot create user lists: the id must be added. Meta's API creates its audience on the first sync.
+    assert 'google:\n       user_lists:\n         big_spenders: "<id>"' in out
+    assert "meta:" not in out and "Customer.io, Meta: the first sync creates the audience" in out
     problems = routing_problems(load_segments(segments_copy), load_routing())
     assert [p.split(": routed")[0] for p in problems] == [
         "segments/big_spenders.sql:5"
     ]  # the `destinations:` line
+    assert "routed to google but destinations.yaml has no google.user_lists.big_spenders" in problems[0]
 
 
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "adding-a-segment.md"

@@ -24,9 +24,9 @@ import pandas as pd
 import phonenumbers
 import pytest
 
-from retention_pipeline.source.sandbox import tenant as tenant_module
-from retention_pipeline.source.sandbox.server import MetronomeSandbox
-from retention_pipeline.source.sandbox.tenant import PROFILES, TenantSpec, build_tenant
+from retention_pipeline.sandbox.metronome import tenant as tenant_module
+from retention_pipeline.sandbox.metronome.server import MetronomeSandbox
+from retention_pipeline.sandbox.metronome.tenant import PROFILES, TenantSpec, build_tenant
 
 NOW = datetime(2026, 3, 15, 10, 37, tzinfo=UTC)
 ANCHOR = datetime(2026, 3, 15, tzinfo=UTC)

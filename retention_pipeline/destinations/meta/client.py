@@ -1,4 +1,5 @@
-"""Meta Custom Audiences client: add and remove hashed customer-file rows, one result per request.
+"""Meta Custom Audiences client: add and remove hashed customer-file rows, one result per request; create
+customer-file audiences and lookalikes and read an audience's size range back.
 
 Rows go up in sessions of ≤ 10,000-row requests (`batch_seq` 1, 2, …; `last_batch_flag` on the last), so Meta
 can report one upload. Throttles (the custom_audience business-use-case limit and the ad-account score) are waited
@@ -9,6 +10,7 @@ the client refuses to send anything else, so raw PII cannot leave even through a
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from urllib.parse import quote
@@ -27,6 +29,11 @@ THROTTLE_CODES = frozenset({4, 17, 613, 80000, 80003, 80004, 80014})
 TRANSIENT_CODES = frozenset({1, 2})
 AUTH_CODES = frozenset({102, 104, 190})
 # Keys Meta expects normalized and SHA-256 hashed (EXTERN_ID, MADID and the LDU columns are sent as they are).
+# What read-back asks for (CustomAudience.Field names in the facebook-business SDK).
+AUDIENCE_FIELDS = (
+    "id", "name", "approximate_count_lower_bound", "approximate_count_upper_bound", "operation_status",
+    "delivery_status", "subtype",
+)  # fmt: skip
 HASHED_KEYS = frozenset(
     {"EMAIL", "PHONE", "EMAIL_SHA256", "PHONE_SHA256", "FN", "LN", "FI", "GEN", "DOBY", "DOBM", "DOBD",
      "CT", "ST", "ZIP", "COUNTRY"}
@@ -38,7 +45,23 @@ class MetaAuthError(ConfigError):
 
 
 class MetaError(RuntimeError):
-    """An audience or account call failed (membership calls report failures on their results instead)."""
+    """An audience or account call failed (membership calls report failures on their results instead).
+
+    `code` / `subcode` are Graph's `error.code` / `error.error_subcode` when Meta answered with an error body, so a
+    caller can tell an expected refusal (a lookalike seed too small: code 2654) from a broken call.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: int | None = None,
+        subcode: int | None = None,
+        attempts: int = 0,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.subcode, self.attempts = status, code, subcode, attempts
 
 
 @dataclass(frozen=True)
@@ -192,6 +215,55 @@ class MetaClient(PooledClient):
         reply = self._send("POST", f"{self.graph_url}/act_{self.ad_account_id}/customaudiences", json=body)
         return str(self._checked(reply)["id"])
 
+    def audience(self, audience_id: str, fields: tuple[str, ...] = AUDIENCE_FIELDS) -> dict:
+        """`GET /{audience_id}?fields=…`: the audience's size range and statuses, as Graph reports them.
+
+        Field names are the SDK's `CustomAudience.Field` values (facebook_business/adobjects/customaudience.py).
+        `approximate_count_lower_bound` is Meta's estimate of *matched* people, refreshed asynchronously (membership
+        changes "usually take up to 24 hours", Custom Audience Users reference), not a count of rows we sent; see
+        MetaAdapter.read_back for the small-audience value. `operation_status` is a CustomAudienceStatus
+        `{code, description}`: 200 is normal, 471 means Meta flagged the audience as suggesting health or financial
+        information and will not deliver to it (https://developers.facebook.com/docs/marketing-api/reference/
+        custom-audience).
+        """
+        audience = str(audience_id)
+        if not audience.isdigit():
+            raise ValueError(f"audience_id={audience_id!r} is not a numeric Graph id")
+        reply = self._send("GET", f"{self.graph_url}/{audience}", params={"fields": ",".join(fields)})
+        return self._checked(reply)
+
+    def create_lookalike(self, name: str, origin_audience_id: str, *, country: str, ratio: float) -> str:
+        """A lookalike of `origin_audience_id` in `country`: the top `ratio` of that country's people; returns its id.
+
+        `POST /act_{id}/customaudiences` with `subtype=LOOKALIKE`, `origin_audience_id` and `lookalike_spec`, a JSON
+        string `{"ratio": r, "country": "US"}` (Lookalike Audiences guide,
+        https://developers.facebook.com/documentation/ads-commerce/marketing-api/audiences/guides/lookalike-audiences:
+        set either `type` (similarity/reach) or `ratio`, 0.01-0.20 in steps of 0.01; `country` is required unless
+        `location_spec` is given; origin audiences need at least 100 members). The SDK declares the same parameters
+        on AdAccount.create_custom_audience (`lookalike_spec: string`, `origin_audience_id: string`,
+        `subtype: CustomAudience.Subtype.lookalike`). We send `ratio` and no `type`: with both, Meta ignores the
+        ratio. Meta refuses a seed that is too small or a duplicate (same source, country and size) with Graph
+        code 2654, raised here as MetaError with `.code` / `.subcode`.
+        """
+        if not name or not str(name).strip():
+            raise ValueError("a lookalike needs a name")
+        origin = str(origin_audience_id)
+        if not origin.isdigit():
+            raise ValueError(f"origin_audience_id={origin_audience_id!r} is not a numeric Graph id")
+        code = str(country).strip().upper()
+        if not re.fullmatch(r"[A-Z]{2}", code):
+            raise ValueError(f"country={country!r} is not an ISO 3166-1 alpha-2 code")
+        if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not _is_lookalike_ratio(ratio):
+            raise ValueError(f"ratio={ratio!r}: Meta takes 0.01 to 0.20 in steps of 0.01")
+        body = {
+            "name": name,
+            "subtype": "LOOKALIKE",
+            "origin_audience_id": origin,
+            "lookalike_spec": json.dumps({"ratio": round(float(ratio), 2), "country": code}),
+        }
+        reply = self._send("POST", f"{self.graph_url}/act_{self.ad_account_id}/customaudiences", json=body)
+        return str(self._checked(reply)["id"])
+
     def ad_account(self) -> dict:
         """`GET /act_{id}`: proves the token can see the ad account (used as a startup probe)."""
         reply = self._send("GET", f"{self.graph_url}/act_{self.ad_account_id}", params={"fields": "id,name"})
@@ -200,12 +272,20 @@ class MetaClient(PooledClient):
     @staticmethod
     def _checked(reply: Reply) -> dict:
         error = _graph_error(reply.response)
+        status = reply.response.status_code if reply.response is not None else None
         if reply.reason is not None:
-            raise MetaError(f"{reply.reason}: {reply.message}")
+            raise MetaError(f"{reply.reason}: {reply.message}", status=status, attempts=reply.attempts)
         if error is not None or reply.response.status_code >= 400:
             error = error or {}
+            code, subcode = error.get("code"), error.get("error_subcode")
             raise MetaError(
-                f"HTTP {reply.response.status_code}, code {error.get('code')}: {clip(error.get('message'))}"
+                f"HTTP {status}, code {code}"
+                + (f"/{subcode}" if subcode is not None else "")
+                + f": {clip(error.get('message'))}",
+                status=status,
+                code=code,
+                subcode=subcode,
+                attempts=reply.attempts,
             )
         return reply.response.json()
 
@@ -245,6 +325,12 @@ class MetaClient(PooledClient):
 
 
 SESSION_FINISHED = (2650, 1870159)
+
+
+def _is_lookalike_ratio(ratio: float) -> bool:
+    """0.01 ≤ ratio ≤ 0.20 in whole percent (the Lookalike Audiences guide's `lookalike_spec.ratio`)."""
+    percent = float(ratio) * 100
+    return 1 - 1e-9 <= percent <= 20 + 1e-9 and abs(percent - round(percent)) < 1e-9
 
 
 def _check_rows(schema: list[str], rows: list[list[str]]) -> None:

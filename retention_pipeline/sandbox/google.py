@@ -17,7 +17,7 @@ import uuid
 import httpx
 
 from retention_pipeline.destinations.identity import is_sha256_hex
-from retention_pipeline.destinations.sandbox import RecordingSandbox, json_body, json_response
+from retention_pipeline.sandbox.recording import RecordingSandbox, json_body, json_response
 
 ENCODINGS = ("HEX", "BASE64")
 CONSENT_KEYS = ("adUserData", "adPersonalization")
@@ -235,3 +235,8 @@ def _error(status: int, code_name: str, message: str, details: list | None = Non
     if details:
         error["details"] = details
     return json_response({"error": error}, status)
+
+
+def embedded(**settings: object) -> GoogleDataManagerSandbox:
+    """The in-process sandbox a run uses when no Google credentials are set (see transports.py)."""
+    return GoogleDataManagerSandbox(**settings)

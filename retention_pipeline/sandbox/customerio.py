@@ -20,7 +20,7 @@ from urllib.parse import unquote
 
 import httpx
 
-from retention_pipeline.destinations.sandbox import RecordingSandbox, json_body, json_response
+from retention_pipeline.sandbox.recording import RecordingSandbox, json_body, json_response
 
 PERSON_ACTIONS = frozenset(
     {"identify", "delete", "event", "screen", "page", "add_relationships", "delete_relationships",
@@ -436,16 +436,21 @@ class CustomerIoSandbox(RecordingSandbox):
         return self._segments[key]
 
     def _new_segment(self, name: str, description: str) -> dict:
+        """The segment object as the App API's "Create a manual segment" example shows it
+        (https://docs.customer.io/integrations/api/app/tag/segments/createManSegment/)."""
         segment_id = next(self._segment_ids)
+        created = 1700000000 + segment_id
         segment = {
             "id": segment_id,
-            "deduplicate_id": f"{segment_id}:1700000000",
+            "deduplicate_id": f"{segment_id}:{created}",
             "name": name,
             "description": description,
-            "type": "manual",
             "state": "events",
             "progress": None,
+            "type": "manual",
             "tags": None,
+            "created_at": created,
+            "updated_at": created,
         }
         self._segments[segment_id] = segment
         self._members[segment_id] = set()
@@ -473,6 +478,8 @@ class CustomerIoSandbox(RecordingSandbox):
         return httpx.Response(204)
 
     def _app_count(self, request: httpx.Request, segment_id: str) -> httpx.Response:
+        """`{"segment_id": 7, "count": 1}`, as "Get a segment customer count" documents
+        (https://docs.customer.io/integrations/api/app/tag/segments/getSegmentCount/); counted at once here."""
         key = self._segment(segment_id)["id"]
         return json_response({"segment_id": key, "count": len(self._members[key])})
 
@@ -499,3 +506,8 @@ class CustomerIoSandbox(RecordingSandbox):
 
 def _whole(field_name: str, reason: str, message: str) -> _RequestError:
     return _RequestError(400, {"errors": [{"reason": reason, "field": field_name, "message": message}]})
+
+
+def embedded(**settings: object) -> CustomerIoSandbox:
+    """The in-process sandbox a run uses when no Customer.io credentials are set (see transports.py)."""
+    return CustomerIoSandbox(**settings)

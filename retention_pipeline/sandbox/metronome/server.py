@@ -23,7 +23,7 @@ import httpx
 import numpy as np
 
 from retention_pipeline.sandbox.http import FaultInjector, LoopbackServer, RecordedRequest
-from retention_pipeline.source.sandbox.tenant import (
+from retention_pipeline.sandbox.metronome.tenant import (
     InvalidRequest,
     SandboxTenant,
     UsagePlan,
