@@ -336,7 +336,7 @@ def build_sync_asset(cadence: str, segments: list[Segment]) -> dg.AssetsDefiniti
         ctx = SyncContext(f"{context.run.run_id}:{partition_key}", cadence, partition_key, as_of)
 
         def on_sent(con, unit: SyncUnit, adapter, ctx: SyncContext) -> SyncUnit | None:
-            """An object the send just created (Pinterest lists): recorded, and this send's ledger items and
+            """An object the send just created (a list created from its first adds): recorded, and this send's ledger items and
             acknowledgements re-keyed from the pending target to it, in one step before the outcome is written."""
             object_id = (getattr(adapter, "created", None) or {}).get(unit.segment.name)
             if object_id is None or objects.get(unit.destination, {}).get(unit.segment.name) == object_id:
