@@ -168,18 +168,12 @@ def resolve_all_objects(
             creatable[unit.segment.name] = creatable.get(unit.segment.name, False) or unit.mode == "full"
     objects, reports = {}, {}
     for destination, segments in wanted.items():
+        # An in-process sandbox starts empty: its objects are created afresh so removals still go through.
+        ephemeral = connections[destination].sandbox is not None
         objects[destination], reports[destination] = destination_objects.resolve_objects(
-            con, destination, connections[destination], routing, sorted(s for s, c in segments.items() if c),
-            create=create, log=log,
+            con, destination, connections[destination], routing,
+            {s: create and (own or ephemeral) for s, own in segments.items()}, log=log,
         )  # fmt: skip
-        existing, others = destination_objects.resolve_objects(
-            con, destination, connections[destination], routing, sorted(s for s, c in segments.items() if not c),
-            # An in-process sandbox starts empty: its objects are created afresh so removals still go through.
-            create=create and connections[destination].sandbox is not None, log=log,
-        )  # fmt: skip
-        objects[destination] |= existing
-        reports[destination].pending |= others.pending
-        reports[destination].created += others.created
     return objects, reports
 
 
@@ -372,8 +366,8 @@ def build_sync_asset(cadence: str, segments: list[Segment]) -> dg.AssetsDefiniti
                 for destination, synced_objects in synced.items():
                     sizes = _acknowledged(con, destination, synced_objects)
                     readbacks[destination] = destination_objects.read_back(
-                        con, destination, connections[destination], adapters[destination], synced_objects, as_of,
-                        context.log.info,
+                        con, destination, connections[destination], adapters[destination], synced_objects, sizes,
+                        as_of, context.log.info,
                     )  # fmt: skip
                     lookalikes = destination_objects.ensure_lookalikes(
                         con, destination, connections[destination], adapters[destination], routing,

@@ -88,13 +88,12 @@ def resolve_objects(
     destination: str,
     connection: Connection,
     routing: Routing,
-    segments: list[str],
+    segments: dict[str, bool],
     *,
-    create: bool,
     log: Callable[[str], None],
 ) -> tuple[dict[str, str], ObjectReport]:
-    """segment → object id for `segments` in `destination`; creates missing ones when `create` (not a dry run) and
-    the API can. A segment left out of the result has no object (yet)."""
+    """segment → object id for `segments` (segment → whether its object may be created now) in `destination`; a
+    missing one is created when allowed and the API can. A segment left out of the result has no object (yet)."""
     spec = registry.spec(destination)
     report = ObjectReport()
     account = connection.target.identity
@@ -103,7 +102,7 @@ def resolve_objects(
     known = {} if ephemeral else recorded(con, destination, account)
     manager = registry.plugin(destination).adapter(connection, routing.section(destination), {})
     objects: dict[str, str] = {}
-    for segment in segments:
+    for segment, create in sorted(segments.items()):
         if segment in given and not (ephemeral and spec.creates_objects):
             objects[segment] = given[segment]
             continue
@@ -164,6 +163,7 @@ def read_back(
     connection: Connection,
     adapter,
     objects: dict[str, str],
+    sizes: dict[str, int],
     as_of: datetime,
     log: Callable[[str], None],
 ) -> dict[str, ReadBack]:
@@ -187,10 +187,7 @@ def read_back(
                 "embedded sandbox (this run's sends only); " + (result.note or ""),
             )
         results[segment] = result
-        acknowledged = con.execute(
-            "SELECT count(*) FROM sync.destination_state WHERE segment = ? AND destination = ?",
-            [segment, destination],
-        ).fetchone()[0]
+        acknowledged = sizes.get(segment, 0)
         con.execute(
             "INSERT INTO sync.destination_readback VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [destination, account, segment, object_id, acknowledged, result.matched, result.status, result.note,

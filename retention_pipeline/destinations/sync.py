@@ -523,7 +523,3 @@ def check_state(
 def chunks(items: list, size: int) -> Iterator[list]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def is_ad_destination(name: str) -> bool:
-    return registry.spec(name).is_ad

@@ -670,7 +670,9 @@ def test_a_lookalike_is_created_once_when_its_seed_reaches_100(destination, requ
         # Read-back of a 120-person object lands in the readback table and the coverage row.
         con.execute("INSERT INTO sync.coverage VALUES (?, ?, ?, 120, 120, 120, NULL, 100.0, now())",
                     [SEGMENT, destination, AS_OF])  # fmt: skip
-        destination_objects.read_back(con, destination, connection, adapter, {SEGMENT: seed}, AS_OF, print)
+        destination_objects.read_back(
+            con, destination, connection, adapter, {SEGMENT: seed}, {SEGMENT: 120}, AS_OF, print
+        )
         assert con.execute(
             "SELECT object_id, matched, status FROM sync.destination_readback WHERE destination = ?",
             [destination],
