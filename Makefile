@@ -26,7 +26,8 @@ run: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/retention run
 
 ## `dg check defs` (the definitions load and validate), then the whole test suite (offline; loopback only), one
-## worker per core (a test file stays on one worker). The instance config turns Dagster telemetry off.
+## worker per core (a test file stays on one worker; the longest files start first: conftest.py, pyproject addopts).
+## The instance config turns Dagster telemetry off.
 test: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dg check defs
 	$(BIN)/python -m pytest -n auto --dist loadfile

@@ -1,17 +1,19 @@
 """Synthetic tenants, generated once and cached under bench/.cache/: recorded Metronome usage pages (replayed to
 the real SDK), a base DuckDB file with every raw snapshot table, and usage history as Parquet.
 
-Everything is derived from the sandbox generator with a pinned clock, so a cache directory is a pure function of
-its name; a `done` marker is written last, so an interrupted build is simply rebuilt.
+Everything is derived from the sandbox generator with a pinned clock, and a directory's name carries a digest of the
+generator's source, so a cache directory is a pure function of its name (a changed generator gets new directories);
+a `done` marker is written last, so an interrupted build is simply rebuilt.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -29,6 +31,17 @@ LOOKBACK_DAYS = 3  # RETENTION_USAGE_LOOKBACK_DAYS default
 DAY_CHUNK_DAYS = 31  # what the daily usage asset requests per call (source.assets.USAGE_CHUNK_DAYS)
 DEFAULT_CACHE = Path(__file__).resolve().parent / ".cache"
 SANDBOX_TOKEN = "bench"
+GENERATOR_DIR = Path(__file__).resolve().parents[1] / "retention_pipeline" / "sandbox" / "metronome"
+
+
+@functools.cache
+def generator_digest() -> str:
+    """The sandbox tenant generator and server source, hashed: a tenant cached by another version of them (e.g.
+    before its churn dynamics changed) is not reused."""
+    digest = hashlib.sha256()
+    for path in sorted(GENERATOR_DIR.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:8]
 
 
 def _noop(message: str) -> None:
@@ -38,16 +51,22 @@ def _noop(message: str) -> None:
 @dataclass(frozen=True)
 class Tenant:
     """One cached tenant: `customers` × `history_days` × 3 metrics at the pinned clock, and what a role needs of
-    it (`main`: the backfill pages loaded into base.duckdb; `history`: usage history and the daily run's pages)."""
+    it (`main`: the backfill pages loaded into base.duckdb; `history`: usage history and the daily run's pages;
+    `churn`: the whole history as day windows in base.duckdb). `generator` is the generator digest its name carries:
+    the bench takes it once per run, so every child of a run finds the tenant the run prepared."""
 
     customers: int
     history_days: int
     root: Path
     role: str = "main"
+    generator: str = field(default_factory=lambda: generator_digest())
 
     @property
     def dir(self) -> Path:
-        name = f"v{CACHE_VERSION}-s{SEED}-c{self.customers}-h{self.history_days}-m{METRICS}-{NOW:%Y%m%dT%H}"
+        name = (
+            f"v{CACHE_VERSION}-s{SEED}-c{self.customers}-h{self.history_days}-m{METRICS}-{NOW:%Y%m%dT%H}"
+            f"-g{self.generator}"
+        )
         return self.root / f"{name}-{self.role}"
 
     def spec(self):
@@ -245,12 +264,34 @@ def write_history(
         pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), folder / f"part-{part:05d}.parquet")
 
 
-def build(tenant_cache: Tenant, *, main_days: int | None, history_days: int | None, log=print) -> None:
+def load_day_usage(db: Path, tenant, days: int, folder: Path) -> int:
+    """Day-window usage of the last `days` complete days (up to AS_OF) straight into raw.metronome_usage of `db`,
+    without recording or replaying pages: the churn tenant's whole history, for stages that measure what happens
+    after extraction (the ingestion stage measures extraction). Returns the rows loaded."""
+    write_history(tenant, AS_OF - timedelta(days=days), AS_OF, folder)
+    with connect(db) as con:
+        con.execute(
+            "INSERT INTO raw.metronome_usage SELECT * FROM read_parquet(?)", [str(folder / "*.parquet")]
+        )
+        rows = con.execute("SELECT count(*) FROM raw.metronome_usage").fetchone()[0]
+    shutil.rmtree(folder)
+    return rows
+
+
+def build(
+    tenant_cache: Tenant,
+    *,
+    main_days: int | None,
+    history_days: int | None,
+    day_usage: bool = False,
+    log=print,
+) -> None:
     """Build everything the stages read for one tenant (idempotent; skipped when already built).
 
     main_days: record the `main_days` backfill pages and load them into base.duckdb (the main tenant).
     history_days: write that much usage history before LAST_DAY as Parquet and record the daily run's pages
-    (the incremental tenant)."""
+    (the incremental tenant).
+    day_usage: load the tenant's whole history as day windows into base.duckdb, no pages (the churn tenant)."""
     from retention_pipeline.sandbox.metronome.tenant import build_tenant
 
     if tenant_cache.ready:
@@ -268,4 +309,8 @@ def build(tenant_cache: Tenant, *, main_days: int | None, history_days: int | No
     if history_days is not None:
         write_history(tenant, LAST_DAY - timedelta(days=history_days), LAST_DAY, tenant_cache.history_dir)
         record_pages(tenant, daily_window(), tenant_cache.pages_dir("daily"))
+    if day_usage:
+        load_day_usage(
+            tenant_cache.base_db, tenant, tenant_cache.history_days, tenant_cache.dir / "day-usage"
+        )
     (tenant_cache.dir / "done").write_text(datetime.now(UTC).isoformat())

@@ -68,8 +68,8 @@ RAW_QUERIES = {
     "usage": "SELECT customer_id, billable_metric_id, window_size, start_timestamp, end_timestamp, value "
     "FROM raw.metronome_usage",
     "contracts": "SELECT id, customer_id, starting_at, ending_before, archived_at FROM raw.metronome_contracts",
-    "invoices": "SELECT id, customer_id, status, issued_at, external_status FROM raw.metronome_invoices",
-    "balances": "SELECT id, customer_id, type, CAST(schedule_items AS VARCHAR) AS schedule_items, "
+    "invoices": "SELECT id, customer_id, status, issued_at, external_status, total FROM raw.metronome_invoices",
+    "balances": "SELECT id, customer_id, contract_id, type, CAST(schedule_items AS VARCHAR) AS schedule_items, "
     "CAST(ledger AS VARCHAR) AS ledger, archived_at FROM raw.metronome_balances",
 }
 _FAILED = ("PAYMENT_FAILED", "UNCOLLECTIBLE")
@@ -161,17 +161,27 @@ def pandas_features(
     balances = raw["balances"]
     balances = balances[balances["archived_at"].isna()]
     segments, ledger = [], []
-    for customer, kind, items, entries in zip(
-        balances["customer_id"], balances["type"], balances["schedule_items"], balances["ledger"], strict=True
-    ):
+    for customer, contract, kind, items, entries in zip(
+        balances["customer_id"], balances["contract_id"], balances["type"], balances["schedule_items"],
+        balances["ledger"], strict=True,
+    ):  # fmt: skip
         for item in json.loads(items) if isinstance(items, str) else []:
-            segments.append((customer, kind, item.get("id"), item.get("amount"), item.get("starting_at"),
+            segments.append((customer, contract, kind, item.get("id"), item.get("amount"), item.get("starting_at"),
                              item.get("ending_before")))  # fmt: skip
         for entry in json.loads(entries) if isinstance(entries, str) else []:
             ledger.append((customer, kind, entry.get("type"), entry.get("segment_id"), entry.get("amount"),
                            entry.get("timestamp")))  # fmt: skip
     segments = pd.DataFrame(
-        segments, columns=["customer_id", "type", "segment_id", "amount", "starting_at", "ending_before"]
+        segments,
+        columns=[
+            "customer_id",
+            "contract_id",
+            "type",
+            "segment_id",
+            "amount",
+            "starting_at",
+            "ending_before",
+        ],
     )
     ledger = pd.DataFrame(
         ledger, columns=["customer_id", "type", "entry_type", "segment_id", "amount", "entry_at"]
@@ -216,6 +226,59 @@ def pandas_features(
     latest = billed.sort_values(["customer_id", "issued_at", "id"], ascending=[True, False, False])
     latest = latest.drop_duplicates("customer_id").set_index("customer_id")["external_status"]
     out["has_failed_payment"] = out["customer_id"].map(latest).isin(_FAILED)
+
+    # Value: paid invoices (finalized, and PAID or without a billing-provider status) and the covering contract's
+    # prepaid commits per year; deciles of the value within the tenant (ties share the highest one's decile).
+    paid = invoices[
+        (invoices["status"] == "FINALIZED")
+        & invoices["external_status"].fillna("PAID").eq("PAID")
+        & (invoices["issued_at"] < as_of)
+    ]
+    out["revenue_to_date"] = out["customer_id"].map(paid.groupby("customer_id")["total"].sum()).fillna(0.0)
+    recent_paid = paid[paid["issued_at"] >= as_of - 90 * day]
+    out["revenue_90d"] = out["customer_id"].map(recent_paid.groupby("customer_id")["total"].sum()).fillna(0.0)
+    commits = segments[
+        (segments["type"] == "PREPAID")
+        & (segments["starting_at"] <= as_of)
+        & (as_of < segments["ending_before"])
+    ]
+    commits = commits[commits["contract_id"] == commits["customer_id"].map(covering["id"])]
+    length_days = ((commits["ending_before"] - commits["starting_at"]).dt.total_seconds() / 86400.0).clip(
+        lower=1
+    )
+    per_year = (commits["amount"] * 365.0 / length_days).groupby(commits["customer_id"]).sum()
+    out["contract_value_per_year"] = out["customer_id"].map(per_year)
+    out["annual_value"] = out["contract_value_per_year"].fillna(out["revenue_90d"] * 365.0 / 90)
+    cume_dist = out["annual_value"].rank(method="max") / len(out)
+    out["value_decile"] = np.ceil(10 * cume_dist).astype("Int64")
+
+    # Rhythm: distinct UTC days with activity in the last 90 whole days, the median gap between them (4+ days).
+    days = activity[
+        (activity["window_size"] == "DAY")
+        & (activity["value"] > 0)
+        & (activity["start_timestamp"] >= as_of - 90 * day)
+        & (activity["end_timestamp"] <= as_of)
+    ]
+    days = days.assign(day=days["start_timestamp"].dt.floor("D"))[["customer_id", "day"]].drop_duplicates()
+    days = days.sort_values(["customer_id", "day"])
+    gaps = days.groupby("customer_id")["day"].diff().dt.days
+    rhythm = (
+        days.assign(gap=gaps)
+        .groupby("customer_id")
+        .agg(
+            active_days_90d=("day", "size"),
+            last_active_day=("day", "max"),
+            typical_gap_days=("gap", "median"),
+        )
+    )
+    rhythm.loc[rhythm["active_days_90d"] < 4, "typical_gap_days"] = np.nan
+    out["active_days_90d"] = out["customer_id"].map(rhythm["active_days_90d"]).fillna(0).astype(int)
+    out["last_active_day"] = out["customer_id"].map(rhythm["last_active_day"])
+    out["typical_gap_days"] = out["customer_id"].map(rhythm["typical_gap_days"]).astype(float)
+    out["expected_next_active_day"] = out["last_active_day"] + pd.to_timedelta(
+        np.ceil(out["typical_gap_days"]), unit="D"
+    )
+    out["days_overdue"] = (as_of.normalize() - out["expected_next_active_day"]).dt.days
 
     out.insert(1, "cadence", cadence)
     out.insert(2, "as_of", as_of)

@@ -122,6 +122,50 @@ def _details(size: str, stages: dict) -> list[str]:
                          f"{_fmt(r['per_s'])} deliveries/s"])  # fmt: skip
         rows.append(["webhooks", "inbox rows after all deliveries", None, None,
                      f"{hooks['stored']:,} (expected {hooks['expected_stored']:,}: each id once)"])  # fmt: skip
+    train = stages.get("training", {})
+    if "phases" in train:
+        ph = train["phases"]
+        rows.append(["training", f"pipeline: train_week for the week ending {train['week_as_of'][:10]} "
+                     f"({train['history_days']} days of history), whole step", train["seconds"], _mem(train),
+                     f"{train['status']}: {train['days_evaluated']} days evaluated, {train['labelled_days']} labelled, "
+                     f"{train['rows_labelled']:,} rows ({train['positives_labelled']:,} churned), "
+                     f"{train['candidate_features']} candidate features ({train['features_used']} used)"])  # fmt: skip
+        rows.append(["training", "phase: training set (the feature SQL once per t, then labels and join)",
+                     ph["training_set"], None,
+                     f"features {_fmt(ph['of_which_features'])} s ({_fmt(train['features_per_day_seconds'])} s per t), "
+                     f"labels and join {_fmt(ph['of_which_labels_and_join'])} s; "
+                     f"÷ ({train['days_evaluated']} × daily customer_features build "
+                     f"{_fmt(train['customer_features']['seconds'])} s) = {_fmt(train['training_set_vs_features'])}"])  # fmt: skip
+        rows.append(["training", "phase: training set copied to analytics.churn_training_set, fetched to pandas",
+                     ph["fetch_and_copy"], None, ""])  # fmt: skip
+        rows.append(["training", "phase: backtest (split, cap, fit on older days, predict newest, best rule)",
+                     ph["backtest"], None,
+                     f"fit {_fmt(ph['of_which_backtest_fit'])} s on {train['rows_train']:,} rows; test "
+                     f"{train['rows_test']:,} rows ({train['positives_test']:,} churned)"])  # fmt: skip
+        rows.append(["training", "phase: final fit (3 calibration folds)", ph["final_fit"], None,
+                     f"{_fmt(train['rows_final'])} rows after the cap of {train['settings']['max_training_rows']:,} "
+                     f"({'capped' if train['capped'] else 'not capped'}); {train['calibration_method']} calibration"])  # fmt: skip
+        if train["roc_auc"] is not None:
+            base = train["baseline"]
+            rows.append(["training", "info: backtest (newest 14 labelled days)", None, None,
+                         f"ROC AUC {train['roc_auc']:.3f} vs {base['roc_auc']:.3f}, PR AUC {train['pr_auc']:.3f} vs "
+                         f"{base['pr_auc']:.3f}, Brier {train['brier']:.4f} vs {base['brier']:.4f} (model vs "
+                         f"`{base['rule']}`); gap {train['backtest']['gap_days']} days"])  # fmt: skip
+        else:
+            rows.append(["training", "info: no model", None, None, train["message"].replace("|", "\\|")])
+    score = stages.get("scoring", {})
+    if "scoring" in score:
+        ph = score["phases"]
+        tiers = ", ".join(f"{t} {n:,}" for t, n in score["tiers"].items())
+        rows.append(["scoring", f"pipeline: score_partition for {score['as_of'][:10]}", score["scoring"]["seconds"],
+                     _mem(score),
+                     f"{score['scored']:,} active customers scored, {_fmt(score['rows_per_s'])} rows/s; {tiers}; "
+                     f"load model {_fmt(ph['load_model'])} s, active customers {_fmt(ph['active_customers'])} s, top "
+                     f"features by occlusion ({score['model_features']} + 1 predicts) {_fmt(ph['contributions'])} s"
+                     if score["scored"] else f"nothing scored: {score['why_not_scored']}"])  # fmt: skip
+        rows.append(["scoring", "reference: the daily customer_features build it reads",
+                     score["customer_features"]["seconds"], None,
+                     f"scoring ÷ features = {_fmt(score['ratio_vs_features'])}"])  # fmt: skip
     for stage, result in stages.items():
         if "error" in result:
             last = result["error"].strip().splitlines()[-1]

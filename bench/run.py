@@ -1,6 +1,6 @@
 """`make bench`: every stage of the pipeline measured against its reference, side by side, in one run.
 
-    python -m bench.run [--sizes 1000,10000] [--include-100k] [--quick]
+    python -m bench.run [--sizes 1000,10000] [--include-100k] [--quick] [--stages training,scoring]
 
 Each stage runs in its own child process (one per size), so its peak RSS is its own; inside it the pipeline and
 its reference alternate for --reps repetitions and the medians are compared, so machine noise hits both alike.
@@ -10,6 +10,8 @@ Results go to bench/results/<date>.json and the tables in docs/performance.md.
 from __future__ import annotations
 
 import argparse
+import functools
+import itertools
 import json
 import os
 import platform
@@ -20,6 +22,7 @@ import sys
 import tempfile
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,9 +31,16 @@ from bench import cache
 from bench.measure import measure, profile_top, ratio, side_by_side
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("ingestion", "features", "segments", "sync", "incremental", "webhooks")
+STAGES = ("ingestion", "features", "segments", "sync", "incremental", "webhooks", "training", "scoring")
+CHURN_STAGES = {"training", "scoring"}  # the churn model's, on the churn tenant
 CHURN_PCT = 10.0
 NEXT_AS_OF = cache.AS_OF + timedelta(days=1)  # the partition after AS_OF, for the churn stages
+# The weekly churn model's partition: the last week (Sunday to Sunday, UTC) that ended at or before AS_OF, as the
+# weekly schedule would have trained it; AS_OF's daily scores use that model.
+WEEK_AS_OF = cache.AS_OF - timedelta(days=(cache.AS_OF.weekday() + 1) % 7)
+CHURN_DAYS = (
+    120  # the sandbox tenant's default history (TenantSpec.history_days), which docs/churn-model.md measures
+)
 GOALS = {
     "ingestion_vs_read_json": 0.5,  # pipeline rows/s ÷ DuckDB read_json rows/s, at least
     "features_vs_aggregate": 2.0,  # customer_features time ÷ one DuckDB aggregate, at most
@@ -38,6 +48,12 @@ GOALS = {
     "incremental_flat": 1.25,  # daily run time at the longest history ÷ at the shortest, at most
     "peak_rss_mib_at_100k": 2048.0,
     "webhook_p99_ms": 1000.0,  # issue 6: the receiver answers within a second
+    # The weekly churn training holds the DuckDB file (pool `duckdb`) while it runs: the hourly run at :10 queues
+    # behind it, so at 100k it must leave that run most of its hour.
+    "training_minutes_at_100k": 10.0,
+    # The training set evaluates the customer_features SQL once per daily t: labels and the join may add half again.
+    "training_set_vs_features": 1.5,
+    "scoring_linear": 0.8,  # scoring rows/s at a size ÷ at the next smaller size, at least (linear in customers)
 }
 WEBHOOK_DELIVERIES, WEBHOOK_SENDERS = 2000, 8
 
@@ -50,17 +66,26 @@ class Config:
     reps: int = 5
     stages: list[str] = field(default_factory=lambda: list(STAGES))
     drt: bool = True
+    churn_days: int = CHURN_DAYS
     cache_dir: str = str(cache.DEFAULT_CACHE)
     work_dir: str = ""
     command: str = ""
+    generator: str = ""  # the generator digest the run's tenants are named by (taken once, by the parent)
+
+    def _tenant(self, size: int, days: int, role: str) -> cache.Tenant:
+        generator = self.generator or cache.generator_digest()
+        return cache.Tenant(size, days, Path(self.cache_dir), role=role, generator=generator)
 
     def main_tenant(self, size: int) -> cache.Tenant:
-        return cache.Tenant(size, self.days, Path(self.cache_dir))
+        return self._tenant(size, self.days, "main")
 
     def history_tenant(self, size: int) -> cache.Tenant:
         # The longest history, plus the lookback and the day being run, plus margin.
         days = max(max(self.histories) + cache.LOOKBACK_DAYS + 2, 35)
-        return cache.Tenant(size, days, Path(self.cache_dir), role="history")
+        return self._tenant(size, days, "history")
+
+    def churn_tenant(self, size: int) -> cache.Tenant:
+        return self._tenant(size, self.churn_days, "churn")
 
 
 # ------------------------------------------------------------------------------------------------- stages
@@ -71,13 +96,17 @@ class Config:
 
 
 def stage_prepare(config: Config, size: int, work: Path) -> dict:
-    """Generate and cache the tenants this size needs (untimed)."""
+    """Generate and cache the tenants this size needs (untimed); for the churn stages, also the daily run's models
+    at AS_OF on a copy of the churn tenant (not cached: they are the code under test)."""
     started = time.perf_counter()
+    result: dict = {}
     if {"ingestion", "features", "segments", "sync"} & set(config.stages):
         cache.build(config.main_tenant(size), main_days=config.days, history_days=None)
     if "incremental" in config.stages:
         cache.build(config.history_tenant(size), main_days=None, history_days=max(config.histories))
-    return {"seconds": round(time.perf_counter() - started, 2)}
+    if CHURN_STAGES & set(config.stages):
+        result["churn"] = prepare_churn(config, size)
+    return {"seconds": round(time.perf_counter() - started, 2), **result}
 
 
 def _fresh_usage_db(db: Path) -> None:
@@ -531,6 +560,271 @@ def probe_incremental(config: Config, size: int, work: Path, name: str):
     return lambda: _daily_run(config, size, db)
 
 
+# ------------------------------------------------------------------------------------------------- churn model
+#
+# Both churn stages read the churn tenant: `--churn-days` of history (120, the sandbox default), loaded as day
+# windows straight into raw.metronome_usage (extraction is the ingestion stage's business), then the daily run's
+# models at AS_OF, built by `prepare` on a copy. The training stage saves the file with its model for the scoring
+# stage (which trains itself, untimed, when run alone).
+
+
+def _churn_dir(config: Config, size: int) -> Path:
+    return Path(config.work_dir) / f"churn-{size}"
+
+
+def _churn_models_db(config: Config, size: int) -> Path:
+    return _churn_dir(config, size) / "models.duckdb"
+
+
+def _churn_trained_db(config: Config, size: int) -> Path:
+    return _churn_dir(config, size) / "trained.duckdb"
+
+
+def prepare_churn(config: Config, size: int) -> dict:
+    """The churn tenant (cached) and, on a copy, every model of the daily run at AS_OF: the state the weekly
+    training finds after a daily run."""
+    from bench import pipeline
+
+    tenant = config.churn_tenant(size)
+    started = time.perf_counter()
+    cache.build(tenant, main_days=None, history_days=None, day_usage=True)
+    tenant_seconds = time.perf_counter() - started
+    db = pipeline.copy_db(tenant.base_db, _churn_models_db(config, size))
+    started = time.perf_counter()
+    with cache.connect(db) as con:
+        pipeline.build_models(con, "daily", cache.AS_OF)
+        usage_rows, first, last = con.execute(
+            "SELECT count(*), min(start_timestamp), max(end_timestamp) FROM raw.metronome_usage"
+        ).fetchone()
+    return {
+        "history_days": config.churn_days,
+        "usage_rows": usage_rows,
+        "usage_window": f"{first:%Y-%m-%d}..{last:%Y-%m-%d}",
+        "tenant_seconds": round(tenant_seconds, 2),
+        "models_seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+class _Phases:
+    """Where a project step's time goes, without re-implementing it: while `watch` is active the named functions
+    are wrapped in place (and restored after) so every call records its wall-clock interval and last result."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, list[tuple[float, float]]] = {}
+        self.results: dict[str, object] = {}
+
+    @contextmanager
+    def watch(self, *targets: tuple[object, str, str]):
+        saved = [(owner, attr, getattr(owner, attr)) for owner, attr, _ in targets]
+        for (owner, attr, name), (_, _, original) in zip(targets, saved, strict=True):
+            setattr(owner, attr, self._wrap(original, name))
+        try:
+            yield self
+        finally:
+            for owner, attr, original in reversed(saved):
+                setattr(owner, attr, original)
+
+    def _wrap(self, fn, name: str):
+        @functools.wraps(fn)
+        def timed(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                result = fn(*args, **kwargs)
+                self.results[name] = result
+                return result
+            finally:
+                self.calls.setdefault(name, []).append((started, time.perf_counter()))
+
+        return timed
+
+    def seconds(self, name: str) -> float:
+        return sum(end - start for start, end in self.calls.get(name, []))
+
+    def median(self, name: str) -> float | None:
+        calls = self.calls.get(name)
+        return round(statistics.median(end - start for start, end in calls), 4) if calls else None
+
+
+def _import_sklearn() -> None:
+    """What the churn steps import lazily, imported before the clock starts (a process's peak RSS still counts it)."""
+    import scipy.special  # noqa: F401
+    import sklearn.calibration  # noqa: F401
+    import sklearn.ensemble  # noqa: F401
+    import sklearn.metrics  # noqa: F401
+    import sklearn.model_selection  # noqa: F401
+    import threadpoolctl  # noqa: F401
+
+
+def _train(db: Path, settings):
+    """What analytics/churn_model_weekly does for one week: train_week on one connection."""
+    from retention_pipeline.models.churn.training import train_week
+
+    with cache.connect(db) as con:
+        return train_week(con, WEEK_AS_OF, settings)
+
+
+def stage_training(config: Config, size: int, work: Path) -> dict:
+    """The weekly churn model step (train_week: the point-in-time training set, the backtest against the best
+    single rule, the final fit, the stored model), once, in a process that did nothing before it, so its peak RSS
+    is the step's own; its phases are timed within that run. Reference: the daily customer_features build of the
+    same file, the SQL the training set evaluates once per daily t."""
+    from bench import pipeline
+    from bench.measure import rss_mib
+    from retention_pipeline.models.churn import dataset, training
+
+    _import_sklearn()
+    settings = training.Settings.from_env()
+    db = pipeline.copy_db(_churn_models_db(config, size), work / "train.duckdb")
+    phases = _Phases()
+    targets = (
+        (training, "build_training_set", "training_set"),
+        (dataset, "evaluate_features", "features"),
+        (training, "train", "train"),
+        (training, "fit_model", "fit"),
+        (training, "store", "store"),
+    )
+    before = rss_mib()
+    with phases.watch(*targets):
+        sample, outcome = measure(lambda: _train(db, settings), reset=False)
+    memory = {"pipeline": {"peak_rss_mib": sample.peak_rss_mib, "rss_before_mib": before,
+                           "seconds": round(sample.seconds, 4)}}  # fmt: skip
+    pipeline.copy_db(db, _churn_trained_db(config, size))  # the scoring stage's model
+    reference = side_by_side({"customer_features": lambda: _build_features(db)}, config.reps)[
+        "customer_features"
+    ]
+
+    ts = phases.results["training_set"]
+    training_set, features = phases.seconds("training_set"), phases.seconds("features")
+    fits, (train_start, train_end) = phases.calls.get("fit", []), phases.calls["train"][-1]
+    final_fit = fits[-1] if outcome.status == training.TRAINED else None
+    phase_seconds = {
+        "training_set": training_set,
+        "of_which_features": features,  # the feature SQL at every t
+        "of_which_labels_and_join": training_set - features,
+        "fetch_and_copy": sample.seconds - training_set - phases.seconds("train") - phases.seconds("store"),
+        # train(): everything before the final fit is the backtest (split, cap, fit on the older days, predict
+        # the newest, the best single rule, calibration tables); then the final fit; then digest and pickle.
+        "backtest": (final_fit[0] if final_fit else train_end) - train_start,
+        "of_which_backtest_fit": fits[0][1] - fits[0][0] if final_fit and len(fits) > 1 else None,
+        "final_fit": final_fit[1] - final_fit[0] if final_fit else None,
+        "after_final_fit": train_end - final_fit[1] if final_fit else None,
+        "store": phases.seconds("store"),
+    }
+    metrics, baseline = outcome.metrics, outcome.baseline
+    days = len(ts.days)
+    return {
+        "week_as_of": WEEK_AS_OF.isoformat(),
+        "history_days": config.churn_days,
+        "settings": dict(settings.__dict__),
+        "status": outcome.status,
+        "message": outcome.message,
+        "model_version": outcome.model_version,
+        "days_evaluated": days,
+        "labelled_days": outcome.labelled_days,
+        "rows_labelled": outcome.rows_labelled,
+        "positives_labelled": outcome.positives_labelled,
+        "candidate_features": len(ts.features),
+        "features_used": len(outcome.features) if outcome.status == training.TRAINED else 0,
+        "rows_train": outcome.rows_train,
+        "rows_test": outcome.rows_test,
+        "positives_test": outcome.positives_test,
+        "rows_final": outcome.rows_final,
+        "capped": outcome.rows_final < outcome.rows_labelled if outcome.rows_final else None,
+        "calibration_method": outcome.calibration_method,
+        "seconds": round(sample.seconds, 4),
+        "cpu_seconds": round(sample.cpu_seconds, 4),
+        "phases": {k: None if v is None else round(v, 4) for k, v in phase_seconds.items()},
+        "features_per_day_seconds": round(features / days, 4) if days else None,
+        "customer_features": reference.summary(),
+        "training_set_vs_features": ratio(training_set, days * reference.seconds) if days else None,
+        "roc_auc": metrics.get("roc_auc"),
+        "pr_auc": metrics.get("pr_auc"),
+        "brier": metrics.get("brier"),
+        "backtest": metrics.get("backtest"),
+        "baseline": {k: baseline.get(k) for k in ("rule", "roc_auc", "pr_auc", "brier")} if baseline else {},
+        "memory": memory,
+    }
+
+
+def _scoring_db(config: Config, size: int, work: Path) -> Path:
+    """A file holding the week's model: the training stage's, or trained here (untimed) when it did not run."""
+    from bench import pipeline
+    from retention_pipeline.models.churn.training import Settings
+
+    base = work / "scoring-base.duckdb"
+    if not base.exists():
+        trained = _churn_trained_db(config, size)
+        if trained.exists():
+            pipeline.copy_db(trained, base)
+        else:
+            pipeline.copy_db(_churn_models_db(config, size), base)
+            _train(base, Settings.from_env())
+    return base
+
+
+def _score(db: Path, tiers):
+    """What analytics/churn_scores_daily does for one day: score_partition on one connection, no model cache."""
+    from retention_pipeline.models.churn.scoring import score_partition
+
+    with cache.connect(db) as con:
+        return score_partition(con, cache.AS_OF, tiers)
+
+
+def stage_scoring(config: Config, size: int, work: Path) -> dict:
+    """The daily churn scores of AS_OF (score_partition: the newest model as of the day, the customers active at
+    it, predict, top features by occlusion, the partition replaced) vs the daily customer_features build it reads,
+    side by side."""
+    from bench import pipeline
+    from retention_pipeline.models.churn import scoring
+
+    _import_sklearn()
+    tiers = scoring.Tiers.from_env()
+    db = pipeline.copy_db(_scoring_db(config, size, work), work / "score.duckdb")
+    phases = _Phases()
+    targets = (
+        (scoring, "load_model", "load_model"),
+        (scoring, "label_points", "active_customers"),
+        (scoring.StoredModel, "contributions", "contributions"),
+    )
+    with phases.watch(*targets):
+        series = side_by_side(
+            {"scoring": lambda: _score(db, tiers), "customer_features": lambda: _build_features(db)},
+            config.reps,
+        )
+    summary, scored = series["scoring"].result, series["scoring"]
+    with cache.connect(db) as con:
+        features = con.execute(
+            "SELECT len(features) FROM analytics.churn_models WHERE model_version = ?",
+            [summary.model_version],
+        ).fetchone()
+    return {
+        "as_of": cache.AS_OF.isoformat(),
+        "customers": size,
+        "scored": summary.scored,
+        "model_version": summary.model_version,
+        "why_not_scored": summary.reason,
+        "tiers": summary.tiers,
+        "mean_p": summary.mean_p,
+        "model_features": features[0] if features else None,
+        "scoring": scored.summary(),
+        "rows_per_s": round(summary.scored / scored.seconds) if summary.scored else None,
+        "customer_features": series["customer_features"].summary(),
+        "ratio_vs_features": ratio(scored.seconds, series["customer_features"].seconds),
+        # medians per call: the model unpickled, the active customers (churn_label.sql), and the top features by
+        # occlusion (one predict per feature plus one); the rest is the fetch, the first predict and the write.
+        "phases": {name: phases.median(name) for name in ("load_model", "active_customers", "contributions")},
+    }
+
+
+def probe_scoring(config: Config, size: int, work: Path, name: str):
+    from bench import pipeline
+    from retention_pipeline.models.churn.scoring import Tiers
+
+    db = pipeline.copy_db(_scoring_db(config, size, work), work / "probe-scoring.duckdb")
+    tiers = Tiers.from_env()
+    return lambda: _score(db, tiers)
+
+
 def _probe(fn) -> dict:
     """Peak RSS of the process since it started (interpreter, imports and `fn`), and how much `fn` added."""
     from bench.measure import rss_mib
@@ -612,6 +906,8 @@ STAGE_FUNCTIONS = {
     "sync": stage_sync,
     "incremental": stage_incremental,
     "webhooks": stage_webhooks,
+    "training": stage_training,  # measures its own memory: the step runs once, in a process that did nothing else
+    "scoring": stage_scoring,
 }
 # Memory probes: per stage, the steps run alone in a fresh process each (the pipeline first, then references).
 PROBES = {
@@ -623,6 +919,7 @@ PROBES = {
     "segments": (probe_segments, ("pipeline",)),
     "sync": (probe_sync, ("pipeline",)),
     "incremental": (probe_incremental, ("pipeline",)),
+    "scoring": (probe_scoring, ("pipeline",)),
 }
 
 
@@ -788,6 +1085,26 @@ def evaluate(sizes: dict[str, dict]) -> list[dict]:
                 r["p99_ms"] < GOALS["webhook_p99_ms"])  # fmt: skip
             add("webhooks", "each delivery stored once", size, r["stored"] == r["expected_stored"], "true",
                 r["stored"] == r["expected_stored"])  # fmt: skip
+        if "training" in stages and "error" not in stages["training"]:
+            r = stages["training"]
+            add("training", f"a model is trained ({r['labelled_days']} labelled days, {r['rows_labelled']:,} rows)",
+                size, r["status"], "trained", r["status"] == "trained")  # fmt: skip
+            minutes = round(r["seconds"] / 60, 2)
+            add("training", "weekly training step, whole (minutes)", size, minutes, "≤ 10 at 100k",
+                (minutes <= GOALS["training_minutes_at_100k"]) if big else None,
+                round(r["cpu_seconds"] / 60, 2))  # fmt: skip
+            if r["training_set_vs_features"] is not None:
+                add("training", f"training set ÷ ({r['days_evaluated']} days × one daily customer_features build)",
+                    size, r["training_set_vs_features"], "≤ 1.5",
+                    r["training_set_vs_features"] <= GOALS["training_set_vs_features"])  # fmt: skip
+            if r["roc_auc"] is not None:
+                add("training", "backtest ROC AUC: model vs best single rule (information)", size,
+                    f"{r['roc_auc']:.3f} vs {r['baseline']['roc_auc']:.3f}", "—", None)  # fmt: skip
+        if "scoring" in stages and "error" not in stages["scoring"]:
+            r = stages["scoring"]
+            add("scoring", "customers scored (rows/s)", size,
+                f"{r['scored']:,} ({r['rows_per_s']:,}/s)" if r["scored"] else f"0 ({r['why_not_scored']})", "—",
+                None)  # fmt: skip
         for stage, result in stages.items():
             memory = result.get("memory", {}) if isinstance(result, dict) else {}
             if "peak_rss_mib" in memory.get("pipeline", {}):
@@ -800,6 +1117,14 @@ def evaluate(sizes: dict[str, dict]) -> list[dict]:
         for stage, result in stages.items():
             if "error" in result:
                 add(stage, "stage ran", size, "error", "ran", False)
+    # Scoring is linear in customers: its throughput does not fall from one measured size to the next.
+    scored = [(int(size), st["scoring"]) for size, st in sizes.items()
+              if st.get("scoring", {}).get("rows_per_s") is not None]  # fmt: skip
+    scored.sort(key=lambda pair: pair[0])
+    for (smaller, before), (size, after) in itertools.pairwise(scored):
+        value = ratio(after["rows_per_s"], before["rows_per_s"])
+        add("scoring", f"rows/s ÷ rows/s at {smaller:,} customers (linear in customers)", size, value, "≥ 0.8",
+            value is not None and value >= GOALS["scoring_linear"])  # fmt: skip
     return rows
 
 
@@ -810,6 +1135,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="one repetition per subject")
     parser.add_argument("--days", type=int, default=90, help="usage history of the main tenants")
     parser.add_argument("--histories", default="30,90,180", help="history lengths for the incremental stage")
+    parser.add_argument(
+        "--churn-days",
+        type=int,
+        default=CHURN_DAYS,
+        help=f"usage history of the churn tenant (training and scoring stages; default {CHURN_DAYS})",
+    )
     parser.add_argument(
         "--reps", type=int, default=None, help="repetitions per subject (default 3, 1 with --quick)"
     )
@@ -844,9 +1175,11 @@ def main(argv: list[str] | None = None) -> int:
             reps=args.reps or (1 if args.quick else 5),
             stages=stages,
             drt=not args.no_drt,
+            churn_days=args.churn_days,
             cache_dir=args.cache_dir,
             work_dir=work,
             command=shown.strip(),
+            generator=cache.generator_digest(),
         )
         config_path = Path(work) / "config.json"
         config_path.write_text(json.dumps(asdict(config)))
@@ -854,7 +1187,8 @@ def main(argv: list[str] | None = None) -> int:
         machine_at_start, code = machine(), code_version()
         results: dict[str, dict] = {}
         for size in sizes:
-            log(f"{size:,} customers × {config.days} days × {cache.METRICS} metrics")
+            churn = f"; churn tenant {config.churn_days} days" if CHURN_STAGES & set(stages) else ""
+            log(f"{size:,} customers × {config.days} days × {cache.METRICS} metrics{churn}")
             prepared = run_stage("prepare", size, config, config_path, log)
             results[str(size)] = {"prepare": prepared}
             if "error" in prepared:

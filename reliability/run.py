@@ -26,7 +26,8 @@ from reliability.workspace import REPO, Suite, environ
 
 RESULTS = REPO / "reliability" / "results"
 DOC = REPO / "docs" / "reliability.md"
-# full: 20 during extraction + 20 during sync, plus 10 each aimed at TikTok's and Pinterest's uploads (kills // 4)
+# full: 20 during extraction + 20 during sync, plus 10 each aimed at TikTok's and Pinterest's uploads (kills // 4);
+# quick: one during extraction and one during Pinterest's uploads (process_death.scenarios)
 FULL_KILLS, QUICK_KILLS = 40, 2
 
 
@@ -116,7 +117,9 @@ def must_hold(rows: list[Row]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m reliability.run", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="representative subset, few kills (about 4 min)")
+    parser.add_argument(
+        "--quick", action="store_true", help="representative subset, few kills (about 1.5 min)"
+    )
     parser.add_argument(
         "--kills", type=int, default=None, help=f"kill -9 count (default {FULL_KILLS}, quick {QUICK_KILLS})"
     )

@@ -66,7 +66,13 @@ BY_NAME: dict[str, Cadence] = {
     for c in (
         Cadence("hourly", timedelta(hours=1), "%Y-%m-%d-%H:%M", {"minute_of_hour": 10}),
         Cadence("daily", timedelta(days=1), "%Y-%m-%d", {"hour_of_day": 0, "minute_of_hour": 40}),
-        Cadence("weekly", timedelta(weeks=1), "%Y-%m-%d"),
+        # Weekly: only the churn model trains on it, on Sunday after the daily run of Saturday has landed.
+        Cadence(
+            "weekly",
+            timedelta(weeks=1),
+            "%Y-%m-%d",
+            {"day_of_week": 0, "hour_of_day": 2, "minute_of_hour": 10},
+        ),
     )
 }
 NAMES: tuple[str, ...] = tuple(BY_NAME)

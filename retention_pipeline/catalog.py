@@ -126,13 +126,14 @@ def declared_by(stage: str) -> tuple[Declaration, ...]:
     """What the assets of `stage` write."""
     from retention_pipeline.destinations.assets import declaration as sync_declaration
     from retention_pipeline.models.assets import declarations as model_declarations
+    from retention_pipeline.models.churn import declarations as churn_declarations
     from retention_pipeline.segments.assets import declaration as segment_declaration
     from retention_pipeline.source.assets import declarations as source_declarations
 
     if stage == "source":
         return tuple(source_declarations())
     if stage == "models":
-        return tuple(model_declarations(models()))
+        return (*model_declarations(models()), *churn_declarations())
     if stage == "segments":
         return tuple(segment_declaration(c) for c in segment_cadences())
     if stage == "destinations":

@@ -123,6 +123,43 @@ SETTINGS: dict[str, Setting] = {
             "missing ones are computed; never synced). 1: only the latest day.",
         ),
         Setting(
+            "RETENTION_CHURN_TRAINING_DAYS",
+            "84",
+            "Churn model: daily points t in the training window; the newest is the weekly partition's end minus "
+            "30 days (the label's horizon).",
+        ),
+        Setting(
+            "RETENTION_CHURN_MIN_LABELLED_DAYS",
+            "28",
+            "Churn model: fewer labelled days t than this and no model is trained (status insufficient_data).",
+        ),
+        Setting(
+            "RETENTION_CHURN_MIN_POSITIVES",
+            "20",
+            "Churn model: fewer churned (or fewer retained) labelled rows than this and no model is trained.",
+        ),
+        Setting(
+            "RETENTION_CHURN_MAX_TRAINING_ROWS",
+            "200000",
+            "Churn model: at most this many rows fit a model (a deterministic hash sample of the labelled rows).",
+        ),
+        Setting(
+            "RETENTION_CHURN_MEMORY_LIMIT",
+            "1GB",
+            "Churn model: DuckDB's memory_limit while the weekly model trains (e.g. 500MB, 2GB); past it the training "
+            "set spills to `<DuckDB file>.tmp`. The previous limit is restored after.",
+        ),
+        Setting(
+            "RETENTION_CHURN_HIGH_RISK",
+            "0.5",
+            "Churn scores: risk_tier is high from this calibrated p_churn_30d up.",
+        ),
+        Setting(
+            "RETENTION_CHURN_MEDIUM_RISK",
+            "0.2",
+            "Churn scores: risk_tier is medium from this p_churn_30d up to the high threshold, low below it.",
+        ),
+        Setting(
             "RETENTION_FIRST_RUN",
             None,
             "1: this run may start a new DuckDB file while real destination credentials are set (`retention run "

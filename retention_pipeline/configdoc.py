@@ -126,6 +126,20 @@ GROUPS = (
         ("METRONOME_WEBHOOK_SECRET", "RETENTION_WEBHOOK_INBOX", "RETENTION_WEBHOOK_MAX_BODY_BYTES"),
     ),
     Group(
+        "Churn model",
+        "churn-model",
+        "The weekly churn model and its daily scores. See [The churn-risk model](churn-model.md).",
+        (
+            "RETENTION_CHURN_TRAINING_DAYS",
+            "RETENTION_CHURN_MIN_LABELLED_DAYS",
+            "RETENTION_CHURN_MIN_POSITIVES",
+            "RETENTION_CHURN_MAX_TRAINING_ROWS",
+            "RETENTION_CHURN_MEMORY_LIMIT",
+            "RETENTION_CHURN_HIGH_RISK",
+            "RETENTION_CHURN_MEDIUM_RISK",
+        ),
+    ),
+    Group(
         "Sandbox tenant",
         "sandbox-tenant",
         "The synthetic Metronome tenant used without `METRONOME_BEARER_TOKEN`. See "

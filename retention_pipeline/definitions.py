@@ -6,6 +6,7 @@ from retention_pipeline.destinations import definitions as destinations
 from retention_pipeline.environment import build_bindings_asset
 from retention_pipeline.measurement import definitions as measurement
 from retention_pipeline.models import definitions as models
+from retention_pipeline.models.churn import assets as churn
 from retention_pipeline.operations import jobs, notifications, publish
 from retention_pipeline.segments import definitions as segments
 from retention_pipeline.segments.project import routed_destinations
@@ -19,6 +20,7 @@ defs = dg.Definitions.merge(
     dg.Definitions(assets=[build_bindings_asset(SYSTEMS_IN_USE)]),
     source.defs,
     models.defs,
+    churn.defs,
     segments.defs,
     destinations.defs,
     measurement.defs,

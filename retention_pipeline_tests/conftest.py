@@ -143,11 +143,34 @@ def build_sandbox_run(root: Path) -> SandboxRun:
     return SandboxRun(root, (root / "stdout.txt").read_text(), (root / "stderr.txt").read_text())
 
 
+TESTS = Path(__file__).resolve().parent
+# The files that take 40 s or more (their test time with -n 2 on 2 busy cores, 2026-12-02), longest first.
+SLOW_FILES = (
+    "bench/test_bench_smoke.py",  # ~90 s: the benchmark's smoke run
+    "destinations/test_send_time_safety.py",  # ~85 s: `retention run` twice and five daily/hourly jobs
+    "reliability/test_reliability_quick.py",  # ~85 s: the reliability suite's quick subset
+    "destinations/test_activation_e2e.py",  # ~50 s
+    "test_dg_cli.py",  # ~45 s: dg subprocesses
+)
+
+
 def pytest_collection_modifyitems(items):
-    """Test files that read the shared sandbox run go last (the same order on every xdist worker), so the run is
-    built in the background while the other files run, instead of a worker waiting for it."""
+    """File order, the same on every xdist worker: `--dist loadfile` (Makefile) with `--no-loadscope-reorder` (addopts)
+    hands files to the workers in this order, longest first, so no long file starts last and holds the run up
+    (xdist's default order, most tests first, started the two files that wait for the shared sandbox run first, both
+    workers idle while it was built, and the longest files last). The slow files that do not read the shared sandbox
+    run come first, so it is built in the background meanwhile (pytest_collection_finish); then the files that read
+    it; then every other file."""
     readers = {item.path for item in items if "sandbox_run" in getattr(item, "fixturenames", ())}
-    items.sort(key=lambda item: item.path in readers)  # stable: each file's tests keep their order
+
+    def rank(item) -> tuple[int, int]:
+        relative = item.path.relative_to(TESTS).as_posix() if item.path.is_relative_to(TESTS) else ""
+        slow = SLOW_FILES.index(relative) if relative in SLOW_FILES else len(SLOW_FILES)
+        if item.path in readers:
+            return (1, slow)
+        return (0 if slow < len(SLOW_FILES) else 2, slow)
+
+    items.sort(key=rank)  # stable: each file's tests keep their order, the other files their collection order
 
 
 def pytest_collection_finish(session):

@@ -50,7 +50,7 @@ def test_partitions_and_loaders_use_the_one_definition():
 def test_schedules_come_from_the_cadences():
     assert BY_NAME["hourly"].cron == "10 * * * *"
     assert BY_NAME["daily"].cron == "40 0 * * *"
-    assert BY_NAME["weekly"].cron is None
+    assert BY_NAME["weekly"].cron == "10 2 * * 0"  # the churn model's retraining, Sundays
     # The job schedules resolve against the assets' partitions (test_definitions checks their crons): the offsets.
     for schedule, name in ((jobs.hourly_schedule, "hourly"), (jobs.daily_schedule, "daily")):
         offsets = BY_NAME[name].schedule_offsets

@@ -9,6 +9,7 @@ EXPECTED_SOURCE_ASSETS = {
     "staging/stg_usage", "analytics/customer_features_daily", "analytics/customer_features_hourly",
     "segments/members_daily", "segments/members_hourly", "sync/activation_daily", "sync/activation_hourly",
     "segments/segment_daily_stats", "segments/added_revenue", "segments/holdout_lift", "operations/published_copy",
+    "analytics/churn_model_weekly", "analytics/churn_scores_daily", "segments/segment_comparison",
 }  # fmt: skip
 
 
@@ -46,4 +47,4 @@ def test_cadence_jobs_take_partitions_from_their_assets_and_run_steps_in_process
         assert repo.get_job(job).partitions_def == partitions, job
     # Every step is in the duckdb pool (limit 1), so a process per step would only add a definitions import each.
     assert {job.executor_def.name for job in repo.get_all_jobs()} == {"in_process"}
-    assert {s.cron_schedule for s in repo.schedule_defs} == {"10 * * * *", "40 0 * * *"}
+    assert {s.cron_schedule for s in repo.schedule_defs} == {"10 * * * *", "40 0 * * *", "10 2 * * 0"}

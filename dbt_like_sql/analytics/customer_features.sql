@@ -30,6 +30,20 @@ columns:
   is_archived: The customer was archived at or before as_of.
   renewed_14d: A contract that is not the customer's first started in [as_of - 14 days, as_of) (just renewed or upgraded).
   do_not_retarget: The customer's custom field do_not_retarget is "true".
+  revenue_to_date: Sum of `total` of paid invoices issued before as_of (FINALIZED and the billing provider says PAID, or
+    the invoice has no billing-provider status); 0 when none. Invoice credit-type unit (USD cents).
+  revenue_90d: The same over invoices issued in [as_of - 90 days, as_of).
+  contract_value_per_year: Value per year the covering contract states through prepaid commits, the sum over its PREPAID
+    commit segments usable at as_of of amount * 365 / segment length in days; NULL when it has none.
+  annual_value: coalesce(contract_value_per_year, revenue_90d * 365 / 90), the value used for intent and risk.
+  value_decile: ceil(10 * cume_dist()) of annual_value among the tenant's customers at as_of; 10 = most valuable, ties share
+    a decile.
+  active_days_90d: UTC days in [as_of - 90 days, as_of) with activity-metric usage > 0 (whole DAY windows).
+  last_active_day: The latest such day; NULL when none in the 90 days.
+  typical_gap_days: Median gap in days between consecutive active days in those 90 days; NULL with fewer than 4 active
+    days (too little history for a rhythm).
+  expected_next_active_day: last_active_day + ceil(typical_gap_days) days; NULL without a rhythm.
+  days_overdue: Days from expected_next_active_day to the date of as_of; negative = not yet due, NULL without a rhythm.
 tests:
   - unique: customer_id
   - not_null: [customer_id, cadence, as_of]
@@ -38,6 +52,11 @@ tests:
   - custom:
       name: usage_is_non_negative
       sql: SELECT * FROM {{ this }} WHERE usage_7d < 0 OR usage_prior_7d < 0
+  - custom:
+      name: value_and_rhythm_are_consistent
+      sql: >
+        SELECT * FROM {{ this }} WHERE value_decile NOT BETWEEN 1 AND 10 OR revenue_90d > revenue_to_date + 0.005
+          OR active_days_90d > 90 OR typical_gap_days < 1 OR (typical_gap_days IS NULL) <> (days_overdue IS NULL)
 */
 WITH params AS (
     SELECT
@@ -147,6 +166,54 @@ burn AS (
     GROUP BY l.customer_id
 ),
 
+-- Value: what the customer has paid, and what its contract commits it to per year.
+paid_invoices AS (
+    SELECT
+        i.customer_id,
+        sum(i.total) AS revenue_to_date,
+        coalesce(sum(i.total) FILTER (WHERE i.issued_at >= p.as_of - INTERVAL 90 DAY), 0) AS revenue_90d
+    FROM staging.stg_invoices AS i, params AS p
+    WHERE i.status = 'FINALIZED' AND coalesce(i.external_status, 'PAID') = 'PAID' AND i.issued_at < p.as_of
+    GROUP BY i.customer_id
+),
+
+contract_value AS (
+    SELECT
+        s.customer_id,
+        sum(s.amount * 365.0 / greatest(date_diff('second', s.starting_at, s.ending_before) / 86400.0, 1))
+            AS contract_value_per_year
+    FROM staging.stg_balance_segments AS s
+    JOIN covering_contract AS cc ON cc.customer_id = s.customer_id AND cc.contract_id = s.contract_id
+    CROSS JOIN params AS p
+    WHERE s.balance_type = 'PREPAID' AND s.starting_at <= p.as_of AND p.as_of < s.ending_before
+    GROUP BY s.customer_id
+),
+
+-- Rhythm: the customer's own typical gap between active days over the last 90 whole days, and how overdue it is.
+active_days AS (
+    SELECT DISTINCT u.customer_id, CAST(u.window_start AS DATE) AS day
+    FROM staging.stg_usage AS u
+    JOIN staging.stg_activity_metric AS m USING (billable_metric_id)
+    CROSS JOIN params AS p
+    WHERE u.window_size = 'DAY' AND u.value > 0
+        AND u.window_start >= p.as_of - INTERVAL 90 DAY AND u.window_end <= p.as_of
+),
+
+gaps AS (
+    SELECT customer_id, day, day - lag(day) OVER (PARTITION BY customer_id ORDER BY day) AS gap
+    FROM active_days
+),
+
+rhythm AS (
+    SELECT
+        customer_id,
+        count(*) AS active_days_90d,
+        max(day) AS last_active_day,
+        CASE WHEN count(*) >= 4 THEN median(gap) END AS typical_gap_days
+    FROM gaps
+    GROUP BY customer_id
+),
+
 latest_billed_invoice AS (
     SELECT i.customer_id, i.external_status
     FROM staging.stg_invoices AS i, params AS p
@@ -176,7 +243,20 @@ SELECT
     pc.customer_id IS NOT NULL AS plan_changed_30d,
     coalesce(c.archived_at <= p.as_of, false) AS is_archived,
     coalesce(pc.renewed_14d, false) AS renewed_14d,
-    c.do_not_retarget
+    c.do_not_retarget,
+    coalesce(pi.revenue_to_date, 0) AS revenue_to_date,
+    coalesce(pi.revenue_90d, 0) AS revenue_90d,
+    cv.contract_value_per_year,
+    coalesce(cv.contract_value_per_year, coalesce(pi.revenue_90d, 0) * 365.0 / 90) AS annual_value,
+    CAST(ceil(10 * cume_dist() OVER (
+        ORDER BY coalesce(cv.contract_value_per_year, coalesce(pi.revenue_90d, 0) * 365.0 / 90)
+    )) AS INTEGER) AS value_decile,
+    coalesce(r.active_days_90d, 0) AS active_days_90d,
+    r.last_active_day,
+    CAST(r.typical_gap_days AS DOUBLE) AS typical_gap_days,
+    r.last_active_day + CAST(ceil(r.typical_gap_days) AS INTEGER) AS expected_next_active_day,
+    date_diff('day', r.last_active_day + CAST(ceil(r.typical_gap_days) AS INTEGER), CAST(p.as_of AS DATE))
+        AS days_overdue
 FROM customers AS c
 CROSS JOIN params AS p
 LEFT JOIN activity AS a USING (customer_id)
@@ -186,3 +266,6 @@ LEFT JOIN plan_changes AS pc USING (customer_id)
 LEFT JOIN credits AS cr USING (customer_id)
 LEFT JOIN burn AS b USING (customer_id)
 LEFT JOIN latest_billed_invoice AS inv USING (customer_id)
+LEFT JOIN paid_invoices AS pi USING (customer_id)
+LEFT JOIN contract_value AS cv USING (customer_id)
+LEFT JOIN rhythm AS r USING (customer_id)

@@ -277,8 +277,7 @@ def faults(suite: Suite) -> list[MetronomeFault]:
         MetronomeFault("429 with Retry-After: 1 (twice)", _status(429, 2, {"Retry-After": "1"}),
                        "waited Retry-After, same run"),
         MetronomeFault("429 without Retry-After (twice)",
-                       _status(429, 2, {"X-Metronome-Rate-Limit-Type": "customer"}), "SDK backoff, same run",
-                       quick=True),
+                       _status(429, 2, {"X-Metronome-Rate-Limit-Type": "customer"}), "SDK backoff, same run"),
         MetronomeFault("500, then 502, then 503",
                        lambda ep: _status(500, 1)(ep) + _status(502, 1)(ep) + _status(503, 1)(ep),
                        "three retries, same run"),
@@ -299,7 +298,7 @@ def faults(suite: Suite) -> list[MetronomeFault]:
         MetronomeFault("page repeating the previous page's rows", _repeat_previous_page,
                        "pages forced small by the proxy; repeats deduplicated", quick=True),
         MetronomeFault("empty page that still carries a cursor (after the last rows)", _empty_page_at_end,
-                       "paging stopped on the empty page (the SDK's auto-pager would loop)", quick=True),
+                       "paging stopped on the empty page (the SDK's auto-pager would loop)"),
         MetronomeFault(f"customer deleted between list and detail (404 for {deleted[:8]}…)",
                        _deleted_customer(deleted), "skipped with a warning naming the customer", quick=True,
                        together=PER_CUSTOMER),
@@ -436,6 +435,8 @@ def full_job_with_odd_answers(suite: Suite) -> Row:
 
 
 def scenarios(suite: Suite, quick: bool) -> list[Row]:
+    """--quick: a transport fault (connection reset), a paging fault (a repeated page) and a customer deleted
+    mid-run; 429s and empty pages are also tests in make test (source/test_extraction.py, test_paging_and_config.py)."""
     rows = []
     for fault in faults(suite):
         if quick and not fault.quick:

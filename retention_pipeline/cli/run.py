@@ -20,6 +20,7 @@ import dagster as dg
 import duckdb
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+from retention_pipeline.cadences import cadence as cadence_of
 from retention_pipeline.cli import retention_command
 from retention_pipeline.config import ConfigError, env, parse_utc, positive_int
 from retention_pipeline.environment import BINDINGS_KEY, resolve, verify_bindings
@@ -29,6 +30,8 @@ from retention_pipeline.source.metronome import MetronomeResource
 from retention_pipeline.warehouse import DuckDBWarehouse, resolve_duckdb_path
 
 SEGMENTS_KEY = dg.AssetKey(["segments", "members_daily"])
+TRAINING_JOB = "weekly_churn_model"
+SCORES_KEY = dg.AssetKey(["analytics", "churn_scores_daily"])
 # Step events are DEBUG; the pipeline's own progress lines (context.log.info) stay visible.
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
@@ -108,6 +111,22 @@ def missing_daily_partitions(day: str) -> list[str]:
     return [key for key in window if key not in present]
 
 
+def training_week(day: str) -> str | None:
+    """The weekly partition whose churn model the latest day should be scored with, when none was attempted yet:
+    the newest week that ended by the end of `day` (a model never scores a day before its training as_of)."""
+    as_of = cadence_of("daily").key_to_as_of(day)
+    week = latest_complete_partition("weekly", as_of)
+    week_as_of = cadence_of("weekly").key_to_as_of(week).replace(tzinfo=None)
+    with DuckDBWarehouse().connect() as con:
+        attempted = (
+            _has(con, "analytics", "churn_models")
+            and con.execute(
+                "SELECT count(*) FROM analytics.churn_models WHERE trained_as_of = ?", [week_as_of]
+            ).fetchone()[0]
+        )
+    return None if attempted else week
+
+
 def plan(defs: dg.Definitions, day: str, hour: str, skip_hourly: bool) -> list[Step]:
     """With history missing: one range run from the oldest missing day through `day` of everything the daily
     segments read (extraction once, staging, features), the daily segments over the days before `day`, then the rest
@@ -116,21 +135,28 @@ def plan(defs: dg.Definitions, day: str, hour: str, skip_hourly: bool) -> list[S
     per partition (Dagster repeats a range step's metadata on every partition of the range). Without missing history:
     the daily job. Then the hourly job."""
     missing = missing_daily_partitions(day)
+    week = training_week(day)
+    # The weekly churn model trains on what extraction brought in (after the history step when there is one),
+    # before the latest day is scored and its segments computed.
+    training = [Step(TRAINING_JOB, week, week, "churn model")] if week else []
     steps = []
     if missing:
         job = defs.resolve_job_def("daily_retention")
         in_job = set(job.asset_layer.executable_asset_keys)
         upstream = dg.AssetSelection.assets(SEGMENTS_KEY).upstream().resolve(job.asset_layer.asset_graph)
-        inputs = frozenset(upstream & in_job - {SEGMENTS_KEY})
+        # Scores need the model, trained after this step; a model never scores days before it, so history is not
+        # scored and the latest day is (with the rest of the daily job).
+        inputs = frozenset(upstream & in_job - {SEGMENTS_KEY, SCORES_KEY})
         previous_day = last_partitions("daily", day, 2)[0]
         steps += [
             Step("daily_retention", missing[0], day, "history: extraction, features", inputs),
+            *training,
             Step("daily_retention", missing[0], previous_day, "history: segments", frozenset({SEGMENTS_KEY})),
             Step("daily_retention", day, day, "segments, sync, measurement, published copy",
                  frozenset(in_job - inputs | {BINDINGS_KEY})),
         ]  # fmt: skip
     else:
-        steps.append(Step("daily_retention", day, day))
+        steps += [*training, Step("daily_retention", day, day)]
     if not skip_hourly:
         steps.append(Step("hourly_retention", hour, hour))
     return steps
@@ -264,6 +290,7 @@ def print_summary(run_ids: list[str], started_at: datetime, warnings: list[str])
             f"+{entries} entered −{exits} exited  holdout {holdout}"
             + ("" if guard == "ok" else f"  [{guard}]")
         )
+    print_model(path)
     print(f"\nWarnings ({len(warnings)}):" if warnings else "\nWarnings: none")
     for warning in warnings:
         print(f"  ! {warning}")
@@ -278,6 +305,33 @@ def print_summary(run_ids: list[str], started_at: datetime, warnings: list[str])
         "  make dev      # the Dagster UI on http://127.0.0.1:3000 (these runs included)\n"
         f'  {retention} sql "FROM segments.segment_daily_stats ORDER BY day DESC, segment LIMIT 20"\n'
         f"  {retention} preview {example}      # who is in a segment and why"
+    )
+
+
+MODEL_SQL = """
+SELECT model_version, trained_as_of, status, message, rows_labelled, positives_labelled,
+       metrics->>'roc_auc', baseline->>'roc_auc', metrics->>'pr_auc', baseline->>'pr_auc', baseline->>'rule',
+       (SELECT count(*) FROM analytics.churn_scores AS s WHERE s.model_version = m.model_version)
+FROM analytics.churn_models AS m ORDER BY trained_as_of DESC, trained_at DESC LIMIT 1
+"""
+
+
+def print_model(path) -> None:
+    """The newest churn model attempt: what it learned from and how it did against the best single rule."""
+    with duckdb.connect(str(path), read_only=True) as con:
+        row = con.execute(MODEL_SQL).fetchone() if _has(con, "analytics", "churn_models") else None
+    print("\nChurn model:")
+    if row is None:
+        print("  (not trained yet: the weekly_churn_model job trains it)")
+        return
+    version, as_of, status, message, rows, positives, auc, base_auc, pr, base_pr, rule, scored = row
+    if status != "trained":
+        print(f"  no model as of {as_of:%Y-%m-%d}: {message}")
+        return
+    print(
+        f"  {version} (trained on {rows} rows, {positives} churned, data before {as_of:%Y-%m-%d}); backtest ROC AUC "
+        f"{float(auc):.3f} vs {float(base_auc):.3f}, PR AUC {float(pr):.3f} vs {float(base_pr):.3f} for the best "
+        f"single rule ({rule}); {scored} scores written"
     )
 
 

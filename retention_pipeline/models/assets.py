@@ -144,6 +144,24 @@ def run_metrics(con: duckdb.DuckDBPyConnection, model: Model) -> dict[str, float
     return {name: float(value or 0) for name, value in zip(names, row or [], strict=False)}
 
 
+def run_show(con: duckdb.DuckDBPyConnection, model: Model) -> dict:
+    """The model's `show` query as a markdown table (first 50 rows): small results an operator reads in the UI."""
+    if not model.show_sql:
+        return {}
+    frame = con.execute(f"SELECT * FROM ({THIS.sub(scope_sql(model), model.show_sql)}) LIMIT 50").df()
+    if frame.empty:
+        return {"table": dg.MetadataValue.md("(no rows yet)")}
+    header = "| " + " | ".join(frame.columns) + " |\n|" + "---|" * len(frame.columns)
+
+    def cell(value) -> str:
+        if value is None or value != value:  # None or NaN
+            return ""
+        return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+    rows = "\n".join("| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False))
+    return {"table": dg.MetadataValue.md(f"{header}\n{rows}")}
+
+
 def _column_schema(con: duckdb.DuckDBPyConnection, model: Model) -> dg.TableSchema:
     described = con.execute(f"DESCRIBE {model.table}").fetchall()
     return dg.TableSchema(
@@ -233,12 +251,14 @@ def _model_asset(
                 rows, checks = _build_and_test(con, model, key, None, None, context.run.run_id)
                 schema = _column_schema(con, model)
                 metrics = run_metrics(con, model)
+                shown = run_show(con, model)
             return dg.MaterializeResult(
                 metadata={
                     **({"dagster/row_count": rows} if rows is not None else {}),
                     "dagster/column_schema": schema,
                     "seconds": round(time.monotonic() - started, 3),
                     **metrics,
+                    **shown,
                 },
                 check_results=checks,
             )

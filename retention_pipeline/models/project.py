@@ -22,7 +22,7 @@ from retention_pipeline.source.tables import create_raw_tables
 SQL_ROOT = Path(__file__).resolve().parents[2] / "dbt_like_sql"
 # segments/ holds segment rules (retention_pipeline.segments); measurement/ reads what segments and syncs write, so
 # it is loaded after them (retention_pipeline.measurement).
-NOT_MODELS = {"segments", "measurement"}
+NOT_MODELS = {"segments", "measurement", "ml"}
 TEST_KINDS = ("unique", "not_null", "accepted_values", "relationships", "custom")
 SEVERITIES = ("error", "warn")
 _HEADER = re.compile(r"\A\s*/\*(?P<body>.*?)\*/", re.DOTALL)
@@ -65,6 +65,9 @@ class Model:
     tests: list[DataTest] = field(default_factory=list)
     refs: set[str] = field(default_factory=set)  # schema.name of every table the SQL reads
     metrics_sql: str | None = None  # one-row SELECT over {{ this }}: numeric metadata the UI plots per run
+    show_sql: str | None = (
+        None  # SELECT over {{ this }}: shown as a table in the asset's metadata (first 50 rows)
+    )
 
     @property
     def schema(self) -> str:
@@ -196,6 +199,7 @@ def load_model(path: Path, root: Path) -> Model:
         "tests",
         "table",
         "metrics",
+        "show",
     }
     if unknown:
         raise _fail(path, f"unknown header field(s) {sorted(unknown)}")
@@ -232,6 +236,7 @@ def load_model(path: Path, root: Path) -> Model:
         # A relationships test reads its target, so the target must be built first.
         refs=table_refs(sql, path) | {t.target for t in tests if t.target},
         metrics_sql=str(header["metrics"]).strip() if header.get("metrics") else None,
+        show_sql=str(header["show"]).strip() if header.get("show") else None,
     )
 
 
@@ -279,7 +284,10 @@ def upstream_models(models: list[Model], tables: set[str]) -> list[str]:
 def create_typed_views(con: duckdb.DuckDBPyConnection, models: list[Model]) -> None:
     """Every model (in dependency order) as a view over empty raw tables, in a scratch connection: DuckDB then
     knows each model's columns and types exactly as the SQL produces them, without any data."""
+    from retention_pipeline.models.churn.tables import create_typed_tables  # the package imports this module
+
     create_raw_tables(con)
+    create_typed_tables(con)  # what Python assets write and SQL may read (the churn scores)
     for name, value in BIND_VARIABLES.items():
         con.execute(f"SET VARIABLE {name} = {value}")
     for model in models:

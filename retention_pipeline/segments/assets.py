@@ -9,6 +9,7 @@ from retention_pipeline.models.assets import set_run_variables
 from retention_pipeline.models.quality import failing_error_tests
 from retention_pipeline.partitions import partitioned_asset, partitions_of_run
 from retention_pipeline.segments.engine import (
+    SKIPPED,
     SegmentStats,
     compute_partition,
     ensure_tables,
@@ -36,7 +37,7 @@ def _metadata(stats: list[SegmentStats], as_of, history: list[tuple[str, list[Se
     metadata: dict = {"as_of": as_of.isoformat()}
     if len(history) == 1:
         for s in stats:
-            if s.guard_status == "failed":
+            if not s.computed:
                 continue  # no value rather than a false 0 in the plot
             metadata |= {
                 f"{s.segment}/accounts": s.accounts,
@@ -66,7 +67,7 @@ def _metadata(stats: list[SegmentStats], as_of, history: list[tuple[str, list[Se
             + "\n".join(
                 f"| {key} | "
                 + " | ".join(
-                    "failed" if s.guard_status == "failed" else f"{s.accounts} (+{s.entries}/−{s.exits})"
+                    s.guard_status if not s.computed else f"{s.accounts} (+{s.entries}/−{s.exits})"
                     for s in partition_stats
                 )
                 + " |"
@@ -134,18 +135,25 @@ def build_segment_asset(
                     context.log.info(f"segments {partition_key} ({number}/{len(partitions)})")
                 stats = _compute(con, config, cadence, segments, gated_models, partition_key, as_of)
                 computed.append((partition_key, stats))
-                if number < len(partitions):
-                    for s in stats:
-                        if s.guard_status != "ok":
-                            history.setdefault(f"{s.segment} {s.guard_status}", []).append(partition_key)
+                for s in stats:
+                    # Older partitions of a range are never synced, nor is a segment skipped for a missing score in
+                    # a range (a model scores only the days after it was trained): one summary line, not warnings.
+                    older = number < len(partitions)
+                    if s.guard_status != "ok" and (
+                        older or (s.guard_status == SKIPPED and len(partitions) > 1)
+                    ):
+                        history.setdefault(f"{s.segment} {s.guard_status}", []).append(partition_key)
         if history:
             context.log.info(
-                "size guard in older partitions of this range (recorded, never synced): "
+                "size guard or skips in partitions of this range (recorded, never synced): "
                 + "; ".join(f"{what} in {len(keys)} ({keys[0]}…{keys[-1]})" for what, keys in history.items())
             )
         for s in stats:
             if s.guard_status == "failed":  # the engine isolates a segment whose SQL fails
                 context.log.warning(f"segment {s.segment} failed: {s.guard_reason}")
+            elif s.guard_status == SKIPPED:  # an input it needs (a model score) is missing for the partition
+                if len(partitions) == 1:
+                    context.log.warning(f"segment {s.segment} {s.guard_reason}")
             elif s.guard_status != "ok":
                 context.log.warning(f"size guard {s.guard_status} for {s.segment}: {s.guard_reason}")
         metadata = _metadata(stats, partitions[-1][1], computed)

@@ -187,6 +187,9 @@ class SegmentRunError(RuntimeError):
 
 
 FAILED = "failed"  # guard_status of a segment that could not be computed for the partition
+# guard_status of a segment not computed because a partitioned table it reads (a model score) has no rows for the
+# partition; like `failed` it writes no partition, so its previous one stays current, but it is expected and says why.
+SKIPPED = "skipped"
 
 
 @dataclass
@@ -204,12 +207,16 @@ class SegmentStats:
 
     @property
     def blocked(self) -> bool:
-        """Held from activation: by its guard, or because it could not be computed (`failed`)."""
-        return self.guard_status.startswith("blocked") or self.guard_status == FAILED
+        """Held from activation: by its guard, or because it could not be computed (`failed`, `skipped`)."""
+        return self.guard_status.startswith("blocked") or self.guard_status in (FAILED, SKIPPED)
+
+    @property
+    def computed(self) -> bool:
+        return self.guard_status not in (FAILED, SKIPPED)
 
     @classmethod
-    def failure(cls, segment: str, error: str) -> SegmentStats:
-        return cls(segment, 0, 0, 0, 0, 0, None, None, FAILED, error)
+    def failure(cls, segment: str, error: str, status: str = FAILED) -> SegmentStats:
+        return cls(segment, 0, 0, 0, 0, 0, None, None, status, error)
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
@@ -326,6 +333,35 @@ def exclude_members(con: duckdb.DuckDBPyConnection, segment: Segment, table: str
         )
 
 
+def missing_inputs(
+    con: duckdb.DuckDBPyConnection, segment: Segment, cadence: str, as_of: datetime
+) -> str | None:
+    """Why the segment cannot be computed for the partition, or None: a partitioned table it reads (one with
+    `cadence` and `as_of` columns, e.g. analytics.churn_scores) holds no rows for (cadence, as_of). Reading it anyway
+    would give an empty segment, and an empty partition would remove everyone from its audiences."""
+    for table in sorted(segment.refs):
+        schema, _, name = table.rpartition(".")
+        columns = {
+            c
+            for (c,) in con.execute(
+                "SELECT column_name FROM duckdb_columns() WHERE schema_name = ? AND table_name = ?",
+                [schema or "main", name],
+            ).fetchall()
+        }
+        if not {"cadence", "as_of"} <= columns:
+            continue
+        rows = con.execute(
+            f"SELECT count(*) FROM {table} WHERE cadence = ? AND as_of = ?", [cadence, as_of]
+        ).fetchone()[0]
+        if not rows:
+            return (
+                f"{segment.at()}: skipped: it reads {table}, which has no rows for {cadence} as_of "
+                f"{as_of:%Y-%m-%d %H:%M} (its asset's log says why, e.g. no model trained yet); the previous "
+                "partition stays current"
+            )
+    return None
+
+
 def compute_partition(
     con: duckdb.DuckDBPyConnection,
     segments: list[Segment],
@@ -355,7 +391,13 @@ def compute_partition(
     create_features_view(con, "analytics.customer_features")
     # Rules first, outside the transaction: a rule failing on the data cannot abort its siblings' partition.
     failed: dict[str, str] = {}
+    skipped: set[str] = set()
     for segment in mine:
+        missing = missing_inputs(con, segment, cadence, as_of)
+        if missing:
+            failed[segment.name] = missing
+            skipped.add(segment.name)
+            continue
         failed_exclusion = next((e for e in segment.exclude if e in failed), None)
         if failed_exclusion:
             failed[segment.name] = (
@@ -376,7 +418,8 @@ def compute_partition(
                     _record_failure(
                         con, segment, cadence, partition_key, as_of, failed[segment.name], computed_at
                     )
-                    stats.append(SegmentStats.failure(segment.name, failed[segment.name]))
+                    status = SKIPPED if segment.name in skipped else FAILED
+                    stats.append(SegmentStats.failure(segment.name, failed[segment.name], status))
                 else:
                     stats.append(
                         _compute_one(

@@ -12,6 +12,10 @@ A fixture file (YAML, `dbt_like_sql/segments/tests/*.yml`):
       usage_drop_wow: {drop_exactly_40: low}
     expect_audiences:                  # optional: per segment and destination, the exact accounts sent
       usage_drop_wow: {meta: [drop_exactly_40]}
+    tables:                            # optional: rows of other partitioned tables segments read, at (cadence, as_of)
+      analytics.churn_scores:
+        defaults: {risk_tier: low, model_version: fixture}
+        rows: [{customer_id: drop_exactly_40, p_churn_30d: 0.7}]
 
 The fixture runs the real models (on empty raw tables, so the schema is the real one), then the real segment
 engine, in a throwaway DuckDB file. Every segment needs a fixture that states its expectations
@@ -29,8 +33,9 @@ import yaml
 
 from retention_pipeline.cadences import BY_NAME, NAMES
 from retention_pipeline.models.assets import build_model, set_run_variables
+from retention_pipeline.models.churn.tables import create_typed_tables
 from retention_pipeline.models.project import SQL_ROOT, load_project
-from retention_pipeline.segments.engine import FAILED, SegmentRunError, compute_partition
+from retention_pipeline.segments.engine import FAILED, SKIPPED, SegmentRunError, compute_partition
 from retention_pipeline.segments.project import SEGMENTS_ROOT, Segment, load_segments
 from retention_pipeline.source.tables import CONTACTS_TABLE, SNAPSHOT_TABLES, USAGE_TABLE, create_raw_tables
 from retention_pipeline.warehouse import DuckDBWarehouse
@@ -58,8 +63,15 @@ def run_fixture(path: Path, segments: list[Segment] | None = None) -> list[str]:
     with tempfile.TemporaryDirectory() as tmp, DuckDBWarehouse(path=f"{tmp}/fixture.duckdb").connect() as con:
         prepare(con, contacts)
         for cadence in cadences:  # hourly first: daily segments may exclude hourly ones
-            stats = compute_with_features(con, segments, cadence, as_of, accounts)
-            failed = [s.guard_reason for s in stats if s.guard_status == FAILED]
+            stats = compute_with_features(con, segments, cadence, as_of, accounts, tables=spec.get("tables"))
+            # A segment skipped for a missing input (no `tables:` rows for the scores it reads) matters only to a
+            # fixture that states what it must produce.
+            expected = set(spec.get("expect") or {}) | set(spec.get("expect_audiences") or {})
+            failed = [
+                s.guard_reason
+                for s in stats
+                if s.guard_status == FAILED or (s.guard_status == SKIPPED and s.segment in expected)
+            ]
             if failed:
                 raise SegmentRunError(f"{path.name}: " + "; ".join(failed))
         return _compare(con, spec, as_of)
@@ -92,10 +104,28 @@ def compute_with_features(
     as_of: datetime,
     accounts: list[dict],
     override: set[str] | None = None,
+    tables: dict | None = None,
 ):
-    """Build the real models (for the schema), insert the given feature rows at (cadence, as_of), compute."""
+    """Build the real models (for the schema), insert the given feature rows (and rows of other partitioned tables,
+    `tables`: name → {defaults, rows}) at (cadence, as_of), compute."""
     build_features(con, cadence, as_of, accounts)
+    insert_table_rows(con, cadence, as_of, tables or {})
     return compute_partition(con, segments, cadence, _partition_key(cadence, as_of), as_of, override)
+
+
+def insert_table_rows(con, cadence: str, as_of: datetime, tables: dict) -> None:
+    """A fixture's `tables:` as the (cadence, as_of) rows of each table (typed by its DDL; replaced, not added)."""
+    create_typed_tables(con)
+    for table, spec in tables.items():
+        rows = [
+            {**(spec.get("defaults") or {}), **row, "cadence": cadence, "as_of": as_of}
+            for row in spec["rows"]
+        ]
+        con.execute(f"DELETE FROM {table} WHERE cadence = ? AND as_of = ?", [cadence, as_of])
+        if rows:
+            keys = list(dict.fromkeys(k for row in rows for k in row))
+            fixture_rows = pa.table({k: [row.get(k) for row in rows] for k in keys})  # noqa: F841
+            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM fixture_rows").fetchall()
 
 
 def build_features(con, cadence: str, as_of: datetime, accounts: list[dict]) -> None:

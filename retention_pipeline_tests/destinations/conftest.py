@@ -13,10 +13,11 @@ from retention_pipeline.sandbox.http import LoopbackServer
 from retention_pipeline.sandbox.meta import MetaSandbox
 from retention_pipeline.sandbox.pinterest import PinterestSandbox
 from retention_pipeline.sandbox.tiktok import TikTokSandbox
+from retention_pipeline.segments.project import load_segments
 
 # Every target segment that routes to a destination (the daily and the hourly ones).
-ROUTED = ("usage_drop_wow", "renewal_7d_low_activity", "winback_lapsed_45_120", "credits_low",
-          "failed_payment_active")  # fmt: skip
+ROUTED = tuple(s.name for s in load_segments() if s.purpose == "target" and s.destinations)
+ADS = tuple(s.name for s in load_segments() if s.purpose == "target" and "meta" in s.destinations)
 
 
 class _Switch:
@@ -94,7 +95,7 @@ def destinations(monkeypatch, tmp_path):
         "customerio": cio.serve(), "meta": meta.serve(), "google": google.serve(), "tiktok": tiktok.serve(),
         "pinterest": pinterest.serve(),
     }  # fmt: skip
-    ads = [s for s in ROUTED if s != "failed_payment_active"]
+    ads = ADS
     routing = {
         "customerio": {"manual_segments": {s: cio.create_segment(s) for s in ROUTED}},
         "meta": {"audiences": {s: meta.create_audience(s) for s in ads}, "min_audience_floor": 0},

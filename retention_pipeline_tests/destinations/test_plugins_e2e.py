@@ -175,9 +175,12 @@ def sync(world: World, resources: dict | None = None, *, ok: bool = True):
 
 
 def routed(destination: str, cadence: str | None = None) -> list[str]:
+    """Target segments routed to the destination that were computed (churn_risk_high is skipped here: this short
+    history trains no churn model, so it has no partition to sync)."""
     return [r[0] for r in db(
         "SELECT segment FROM segments.definitions WHERE purpose = 'target' AND list_contains(destinations, ?) "
-        "AND cadence = coalesce(?, cadence) ORDER BY segment", [destination, cadence])]  # fmt: skip
+        "AND cadence = coalesce(?, cadence) AND segment IN (SELECT segment FROM segments.partitions) "
+        "ORDER BY segment", [destination, cadence])]  # fmt: skip
 
 
 def objects(destination: str, kind: str = "audience") -> dict[str, str]:

@@ -202,3 +202,61 @@ def test_segment_destination_daily_reports_any_destination_without_a_sql_change(
     assert con.execute(
         "SELECT count(*) FROM segments.segment_daily_stats WHERE segment = 'd'"
     ).fetchone() == (1,)
+
+
+def _active(con, customer, first: str, last: str):
+    """Activity-metric usage of 1 on every day from first through last."""
+    con.execute(
+        "INSERT INTO raw.metronome_usage SELECT ?, 'm', 'api_calls', 'DAY', d, d + INTERVAL 1 DAY, 1, now() "
+        "FROM range(?::TIMESTAMP, ?::TIMESTAMP + INTERVAL 1 DAY, INTERVAL 1 DAY) AS t(d)",
+        [customer, T(first), T(last)],
+    )
+
+
+def _partition(con, segment, as_of):
+    con.execute(
+        "INSERT INTO segments.partitions (segment, cadence, partition_key, as_of, accounts, people, "
+        "holdout_accounts, entries, exits, guard_status, computed_at) VALUES (?, 'daily', 'k', ?, 0, 0, 0, 0, 0, "
+        "'ok', now())",
+        [segment, T(as_of)],
+    )
+
+
+def test_segment_comparison_uses_one_window_one_churn_outcome_and_wilson_intervals(con):
+    _partition(con, "rule", "2026-09-25")
+    _partition(con, "model", "2026-10-01")  # started later: the comparison starts here for both
+    entered(con, "rule", "R_before", "2026-09-28")  # before the common window
+    for customer, holdout, last_active in [("R1", False, "2026-10-10"), ("R2", False, "2026-11-20"),
+                                           ("R3", True, "2026-10-12"), ("R4", True, "2026-11-20")]:  # fmt: skip
+        entered(con, "rule", customer, "2026-10-05", holdout=holdout)
+        _active(con, customer, "2026-09-01", last_active)  # lapsed: nothing in [10-21, 11-04)
+    entered(con, "rule", "R_late", "2026-11-01")  # 30 days not elapsed by the data's end (11-21)
+    _active(con, "R_late", "2026-09-01", "2026-11-20")
+    for customer, holdout in [("M1", False), ("M2", True), ("M3", True)]:
+        entered(con, "model", customer, "2026-10-05", holdout=holdout)
+        _active(con, customer, "2026-09-01", "2026-11-20")  # all active: churn comes from the account
+    con.execute(
+        "INSERT INTO raw.metronome_customers (id, created_at, archived_at, is_archived, custom_fields, raw, "
+        "extracted_at) VALUES ('M1', '2025-01-01', '2026-10-20', true, '{}', '{}', now())"
+    )  # archived within 30 days
+    con.execute(
+        "INSERT INTO raw.metronome_contracts (id, customer_id, starting_at, ending_before, raw, extracted_at) "
+        "VALUES ('c2', 'M2', '2025-10-25', '2026-10-25', '{}', now()), "  # ends, no successor: churned
+        "('c3', 'M3', '2025-10-25', '2026-10-25', '{}', now()), ('c3b', 'M3', '2026-10-25', NULL, '{}', now())"
+    )  # M3 renewed
+    build(con)
+    rows = {r[0]: r[1:] for r in con.execute(
+        "SELECT segment, window_start, entries, treated_n, treated_churn_rate, holdout_n, holdout_churn_rate, "
+        "churn_prevented FROM segments.segment_comparison").fetchall()}  # fmt: skip
+    assert rows["rule"] == (date(2026, 10, 1), 4, 2, 0.5, 2, 0.5, 0.0)
+    assert rows["model"] == (date(2026, 10, 1), 3, 1, 1.0, 2, 0.5, -0.5)  # treated churned more
+    low, high = con.execute(
+        "SELECT holdout_ci_low, holdout_ci_high FROM segments.segment_comparison WHERE segment = 'rule'"
+    ).fetchone()
+    z, n, p = 1.96, 2, 0.5  # Wilson score interval, by hand
+    centre, half = (
+        (p + z * z / (2 * n)) / (1 + z * z / n),
+        z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n),
+    )
+    assert (low, high) == (pytest.approx(centre - half), pytest.approx(centre + half))
+    assert 0 <= low < p < high <= 1

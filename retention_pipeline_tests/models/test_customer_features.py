@@ -43,6 +43,18 @@ USAGE = [
     # D: lapsed; last usage on 09-30 (window ends 10-01 00:00), zero-valued windows later do not count.
     day_usage("D", "m_api", "2026-09-30", 4),
     day_usage("D", "m_api", "2026-10-15", 0),
+    # G: exactly 4 active days in the 90 (gaps 4, 3, 3); 08-21 is one day before the window; hour windows never count.
+    *[
+        day_usage("G", "m_api", day, 2)
+        for day in ("2026-08-21", "2026-10-23", "2026-10-27", "2026-10-30", "2026-11-02")
+    ],
+    hour_usage("G", "m_api", "2026-11-10 08:00", 5),
+    # H: 5 active days, gaps 1, 2, 3, 4 (median 2.5); active on another metric only on 11-19 (not activity).
+    *[
+        day_usage("H", "m_api", day, 1)
+        for day in ("2026-11-08", "2026-11-09", "2026-11-11", "2026-11-14", "2026-11-18")
+    ],
+    day_usage("H", "m_tok", "2026-11-19", 40),
 ]
 CUSTOMERS = [  # id, created_at, archived_at, custom_fields
     ("A", "2025-01-01", None, {}),
@@ -51,6 +63,8 @@ CUSTOMERS = [  # id, created_at, archived_at, custom_fields
     ("D", "2025-01-01", None, {}),
     ("E", "2026-11-25", None, {}),  # created after as_of: no row
     ("F", "2025-01-01", None, {}),
+    ("G", "2025-01-01", None, {}),
+    ("H", "2025-01-01", None, {}),
 ]
 CONTRACTS = [  # id, customer, starting_at, ending_before
     ("cA", "A", "2026-01-01", "2026-11-27"),
@@ -60,14 +74,23 @@ CONTRACTS = [  # id, customer, starting_at, ending_before
     ("cF1", "F", "2025-11-10", "2026-11-10"),
     ("cF2", "F", "2026-11-10", "2027-11-10"),  # renewed 10 days before as_of
 ]
-INVOICES = [  # id, customer, status, issued_at, external_status
-    ("iA1", "A", "FINALIZED", "2026-10-01", "PAYMENT_FAILED"),
-    ("iA2", "A", "FINALIZED", "2026-11-01", "PAID"),
-    ("iB1", "B", "FINALIZED", "2026-11-01", "PAYMENT_FAILED"),
-    ("iB2", "B", "DRAFT", "2026-11-19", None),
-    ("iC1", "C", "VOID", "2026-11-01", "UNCOLLECTIBLE"),
-    ("iD1", "D", "FINALIZED", "2026-11-15", "PAID"),  # failed, then paid
-    ("iD2", "D", "FINALIZED", "2026-11-21", "PAYMENT_FAILED"),  # issued after as_of
+INVOICES = [  # id, customer, status, issued_at, external_status, total
+    ("iA0", "A", "FINALIZED", "2026-07-01", "PAID", 3000),  # paid, before the 90 days
+    (
+        "iA3",
+        "A",
+        "FINALIZED",
+        "2026-08-22",
+        None,
+        100,
+    ),  # no billing provider: paid; exactly 90 days before as_of
+    ("iA1", "A", "FINALIZED", "2026-10-01", "PAYMENT_FAILED", 500),
+    ("iA2", "A", "FINALIZED", "2026-11-01", "PAID", 1200),
+    ("iB1", "B", "FINALIZED", "2026-11-01", "PAYMENT_FAILED", 700),
+    ("iB2", "B", "DRAFT", "2026-11-19", None, 50),
+    ("iC1", "C", "VOID", "2026-11-01", "UNCOLLECTIBLE", 100),
+    ("iD1", "D", "FINALIZED", "2026-11-15", "PAID", 400),  # failed, then paid
+    ("iD2", "D", "FINALIZED", "2026-11-21", "PAYMENT_FAILED", 999),  # issued after as_of
 ]
 SEGMENT = {
     "id": "segA",
@@ -109,13 +132,13 @@ def con(tmp_path):
             CONTRACTS,
         )
         con.executemany(
-            "INSERT INTO raw.metronome_invoices (id, customer_id, status, issued_at, external_status, raw, "
-            "extracted_at) VALUES (?, ?, ?, ?, ?, '{}', now())",
+            "INSERT INTO raw.metronome_invoices (id, customer_id, status, issued_at, external_status, total, raw, "
+            "extracted_at) VALUES (?, ?, ?, ?, ?, ?, '{}', now())",
             INVOICES,
         )
         con.execute(
-            "INSERT INTO raw.metronome_balances (id, customer_id, type, schedule_items, ledger, raw, extracted_at) "
-            "VALUES ('commitA', 'A', 'PREPAID', ?, ?, '{}', now())",
+            "INSERT INTO raw.metronome_balances (id, customer_id, contract_id, type, schedule_items, ledger, raw, "
+            "extracted_at) VALUES ('commitA', 'A', 'cA', 'PREPAID', ?, ?, '{}', now())",
             [json.dumps([SEGMENT]), json.dumps(LEDGER)],
         )
         yield con
@@ -136,7 +159,7 @@ def features(con, cadence: str, as_of: str) -> dict[str, dict]:
 
 def test_daily_features_match_hand_computed_values(con):
     rows = features(con, "daily", "2026-11-20")
-    assert set(rows) == {"A", "B", "C", "D", "F"}
+    assert set(rows) == {"A", "B", "C", "D", "F", "G", "H"}
     a, b, c, d = rows["A"], rows["B"], rows["C"], rows["D"]
 
     assert (a["usage_7d"], a["usage_prior_7d"], a["wow_usage_change_pct"]) == (35, 70, -50)
@@ -173,6 +196,63 @@ def test_daily_features_match_hand_computed_values(con):
     )
 
 
+def test_value_features_match_hand_computed_values(con):
+    rows = features(con, "daily", "2026-11-20")
+    value = {
+        k: (r["revenue_to_date"], r["revenue_90d"], r["contract_value_per_year"]) for k, r in rows.items()
+    }
+    assert value["A"] == (3000 + 100 + 1200, 100 + 1200, pytest.approx(10000 * 365 / 30))  # segA: 30 days, cA
+    assert value["B"] == (0, 0, None)  # failed and draft invoices are not revenue; no commit
+    assert value["C"] == (0, 0, None)  # void
+    assert value["D"] == (400, 400, None)  # the PAYMENT_FAILED invoice of 11-21 is after as_of
+    assert rows["A"]["annual_value"] == pytest.approx(10000 * 365 / 30)  # the contract states it
+    assert rows["D"]["annual_value"] == pytest.approx(400 * 365 / 90)  # else trailing revenue, annualised
+    # Deciles of annual_value over 7 customers: five at 0 share ceil(10 * 5/7) = 8, D 9/10 → ceil(8.57) = 9, A 10.
+    deciles = {k: r["value_decile"] for k, r in rows.items()}
+    assert deciles == {"A": 10, "D": 9, "B": 8, "C": 8, "F": 8, "G": 8, "H": 8}
+
+
+def test_rhythm_features_match_hand_computed_values(con):
+    rows = features(con, "daily", "2026-11-20")
+
+    def rhythm(k):
+        r = rows[k]
+        return (r["active_days_90d"], r["last_active_day"], r["typical_gap_days"], r["expected_next_active_day"],
+                r["days_overdue"])  # fmt: skip
+
+    d = datetime.fromisoformat
+    # A: every day 11-05 … 11-19 (the 11-20 window starts at as_of; hour windows do not count); due 11-20: 0 overdue.
+    assert rhythm("A") == (15, d("2026-11-19").date(), 1.0, d("2026-11-20").date(), 0)
+    # G: 4 active days is enough: gaps 4, 3, 3 → 3; 11-02 + 3 = 11-05, 15 days before as_of's date.
+    assert rhythm("G") == (4, d("2026-11-02").date(), 3.0, d("2026-11-05").date(), 15)
+    # H: gaps 1, 2, 3, 4 → median 2.5, rounded up: due 11-21, one day after as_of (negative = not yet due).
+    assert rhythm("H") == (5, d("2026-11-18").date(), 2.5, d("2026-11-21").date(), -1)
+    # Too little history for a rhythm: one active day (B, D), none (C, F).
+    assert rhythm("B") == (1, d("2026-11-19").date(), None, None, None)
+    assert rhythm("D") == (1, d("2026-09-30").date(), None, None, None)
+    assert rhythm("C") == (0, None, None, None, None)
+
+
+def test_value_and_rhythm_use_only_data_before_as_of(con):
+    before = features(con, "daily", "2026-11-20")
+    con.execute(
+        "INSERT INTO raw.metronome_invoices (id, customer_id, status, issued_at, external_status, total, raw, "
+        "extracted_at) VALUES ('late', 'B', 'FINALIZED', '2026-11-20', 'PAID', 5000, '{}', now())"
+    )
+    con.executemany(
+        "INSERT INTO raw.metronome_usage VALUES (?, ?, 'x', ?, ?, ?, ?, now())",
+        [day_usage("G", "m_api", "2026-11-20", 9), day_usage("B", "m_api", "2026-11-21", 9)],
+    )
+    after = features(con, "daily", "2026-11-20")
+    assert after == before  # an invoice issued at as_of and usage from as_of on change nothing
+    later = features(con, "daily", "2026-11-21")
+    assert later["B"]["revenue_to_date"] == 5000 and later["G"]["last_active_day"] == d_("2026-11-20")
+
+
+def d_(value: str):
+    return datetime.fromisoformat(value).date()
+
+
 def test_hourly_features_use_hour_windows_at_the_range_edges(con):
     a = features(con, "hourly", "2026-11-20 10:00")["A"]
     assert a["usage_7d"] == 30 + 7 + 1  # days 14..19, hour 11-13 10:00, hour 11-20 03:00
@@ -191,7 +271,7 @@ def test_partitions_are_replaced_not_duplicated_and_latest_view_picks_the_newest
     counts = con.execute(
         "SELECT as_of, count(*) FROM analytics.customer_features GROUP BY 1 ORDER BY 1"
     ).fetchall()
-    assert counts == [(T("2026-11-19"), 5), (T("2026-11-20"), 5)]
+    assert counts == [(T("2026-11-19"), 7), (T("2026-11-20"), 7)]
     latest = con.execute("SELECT DISTINCT as_of FROM analytics.customer_features_latest").fetchall()
     assert latest == [(T("2026-11-20"),)]
 

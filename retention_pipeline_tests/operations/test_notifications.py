@@ -18,7 +18,7 @@ from retention_pipeline.operations.notifications import (
     store_notifications,
 )
 from retention_pipeline.operations.webhooks import Inbox, resolve_inbox_path
-from retention_pipeline.partitions import DAILY, HOURLY, latest_complete_partition
+from retention_pipeline.partitions import DAILY, HOURLY, WEEKLY, latest_complete_partition
 from retention_pipeline.warehouse import DuckDBWarehouse
 
 RECEIVED_AT = datetime(2026, 11, 20, 10, 6, tzinfo=UTC)
@@ -88,7 +88,12 @@ def daily_stand_in() -> None:
     """The jobs take their partitions from their assets, so the daily schedule needs one too."""
 
 
-STAND_INS = dg.Definitions(assets=[hourly_stand_in, daily_stand_in])
+@dg.asset(key=["analytics", "churn_model_weekly"], partitions_def=WEEKLY, tags={"cadence": "weekly"})
+def weekly_stand_in() -> None:
+    """The weekly churn model's job selects its training asset by key."""
+
+
+STAND_INS = dg.Definitions(assets=[hourly_stand_in, daily_stand_in, weekly_stand_in])
 
 
 def evaluate(instance, duck_path, cursor=None):

@@ -55,10 +55,13 @@ def test_webserver_loads_jobs_schedules_sensor_and_groups(tmp_path):
                 pass
             time.sleep(0.5)
         assert data is not None, "webserver did not answer GraphQL in time"
-        assert {"daily_retention", "hourly_retention"} <= {j["name"] for j in data["jobs"]}
+        assert {"daily_retention", "hourly_retention", "weekly_churn_model"} <= {
+            j["name"] for j in data["jobs"]
+        }
         assert {s["name"] for s in data["schedules"]} == {
             "hourly_retention_schedule",
             "daily_retention_schedule",
+            "weekly_churn_model_schedule",
         }
         assert {s["name"] for s in data["sensors"]} == {"metronome_notifications_sensor"}
         assert {g["groupName"] for g in data["assetGroups"]} == {

@@ -99,18 +99,20 @@ def routing_file(tmp_path: Path, **changes) -> Path:
 
 
 def test_a_segment_routed_to_google_without_a_user_list_fails_naming_the_header_line(tmp_path):
-    user_lists = {"usage_drop_wo": "1", "renewal_7d_low_activity": "3", "winback_lapsed_45_120": "4"}
+    user_lists = {"usage_drop_wo": "1", "renewal_7d_low_activity": "3", "winback_lapsed_45_120": "4",
+                  "churn_risk_high": "6", "overdue_vs_rhythm": "7"}  # fmt: skip
     routing = load_routing(str(routing_file(tmp_path, google__user_lists=user_lists)))
     segments = load_segments()
     problems = routing_problems(segments, routing)
     line = line_of(SEGMENTS_ROOT / "usage_drop_wow.sql", "destinations:")
     assert problems == [
         f"segments/credits_low.sql:{line_of(SEGMENTS_ROOT / 'credits_low.sql', 'destinations:')}: routed to google "
-        f"but {routing.source} has no google.user_lists.credits_low (known: renewal_7d_low_activity, usage_drop_wo, "
-        "winback_lapsed_45_120; Google's API cannot create it)",
+        f"but {routing.source} has no google.user_lists.credits_low (known: churn_risk_high, overdue_vs_rhythm, "
+        "renewal_7d_low_activity, usage_drop_wo, winback_lapsed_45_120; Google's API cannot create it)",
         f"segments/usage_drop_wow.sql:{line}: routed to google but {routing.source} has no "
-        "google.user_lists.usage_drop_wow (known: renewal_7d_low_activity, usage_drop_wo, winback_lapsed_45_120; "
-        'Google\'s API cannot create it); is "usage_drop_wo" meant to be usage_drop_wow?',
+        "google.user_lists.usage_drop_wow (known: churn_risk_high, overdue_vs_rhythm, renewal_7d_low_activity, "
+        'usage_drop_wo, winback_lapsed_45_120; Google\'s API cannot create it); is "usage_drop_wo" meant to be '
+        "usage_drop_wow?",
     ]
     with pytest.raises(ConfigError, match="credits_low"):
         check_routing(segments, routing)

@@ -7,11 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from retention_pipeline import catalog
 from retention_pipeline.cli import main
 from retention_pipeline.destinations.routing import load_routing, routing_problems
 from retention_pipeline.models.definitions import MODELS
 from retention_pipeline.segments.fixtures import covered_segments, run_fixture
 from retention_pipeline.segments.project import SEGMENTS_ROOT, load_segments
+
+# What segment SQL may read, as definitions load sees it: the models and the tables other assets write (scores).
+KNOWN_TABLES = set(catalog.upstream_of("segments").producers())
 
 
 @pytest.fixture
@@ -33,7 +37,7 @@ def test_new_segment_scaffolds_a_segment_that_loads_binds_and_passes_its_fixture
                   "max_change_pct", "guard_min_accounts", "params"):  # fmt: skip
         assert f"\n{field}:" in header, field
 
-    segments = load_segments(segments_copy, known_tables={m.table for m in MODELS}, models=MODELS)
+    segments = load_segments(segments_copy, known_tables=KNOWN_TABLES, models=MODELS)
     new = next(s for s in segments if s.name == "usage_gone_quiet")
     assert (new.cadence, new.purpose, new.destinations) == ("daily", "target", ("customerio",))
     assert "usage_gone_quiet" in covered_segments(segments_copy / "tests")
@@ -91,7 +95,7 @@ def test_the_guides_example_segment_and_fixture_load_and_pass(segments_copy):
     (segments_copy / "trial_stalled.sql").write_text(sql)
     (segments_copy / "tests" / "trial_stalled.yml").write_text(fixture)
 
-    segments = load_segments(segments_copy, known_tables={m.table for m in MODELS}, models=MODELS)
+    segments = load_segments(segments_copy, known_tables=KNOWN_TABLES, models=MODELS)
     assert "trial_stalled" in {s.name for s in segments}
     without_holdout = [dataclasses.replace(s, holdout_pct=0) for s in segments]
     assert run_fixture(segments_copy / "tests" / "trial_stalled.yml", without_holdout) == []

@@ -3,7 +3,10 @@
 `build_tenant(spec)` is a pure function of `TenantSpec`: ids are uuid5 of (seed, kind, index), every random draw
 comes from a seeded numpy stream, and every date is relative to `now`, so pinning the clock pins the tenant byte
 for byte. Each customer carries a retention profile (steady, declining, lapsed, ...) that shapes its usage,
-contracts, invoices and balances; `profiles` keeps that ground truth off the wire for tests and docs.
+contracts, invoices and balances; `profiles` keeps that ground truth off the wire for tests and docs. Churn is
+drawn, not ruled: a hazard on latent traits picks the churners, most fade before they stop, some customers who
+stay dip and recover, and rhythms differ (docs/sandbox-churn.md; `rhythms`, `churn_days`, `precursor_days`,
+`dips` hold that ground truth).
 
 Usage lives in one dense `uint32` array [customer, metric, hour] built with numpy (no per-hour Python loops), so
 10k customers stay feasible. Everything else is plain wire dicts, exactly as the API returns them. Ingested events
@@ -42,6 +45,7 @@ PROFILES = (
     "renewed_recently",
     "archived",
     "new",
+    "churning",
 )
 
 WINDOW_SECONDS = {"HOUR": 3600, "DAY": 86_400, "NONE": 0}
@@ -51,11 +55,13 @@ INGEST_MAX_FUTURE = timedelta(days=1)
 
 _DAY = 86_400
 _HOUR = 3600
+_NEVER = 1 << 30  # a day index no churner reaches
 _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "retention-pipeline/metronome-sandbox")
 _CREATED_BY = "retention-sandbox"
 
-# Shares of the non-steady profiles; steady takes the rest (~35%). The minimums make every variant of a profile
-# appear even in a small tenant (both decline depths, all three lapse buckets, both failure statuses).
+# Shares of the non-steady profiles; steady takes the rest (~35%, then churning takes 4% of all customers from
+# it). The minimums make every variant of a profile appear even in a small tenant (both decline depths, all three
+# lapse buckets, both failure statuses).
 _PROFILE_SHARES = {
     "declining": 0.10,
     "lapsed": 0.10,
@@ -76,6 +82,45 @@ MIN_HISTORY_DAYS = 35  # five weeks: two full comparison weeks plus at least one
 _STREAM_CUSTOMERS, _STREAM_USAGE, _STREAM_CONTRACTS, _STREAM_BALANCES, _STREAM_INVOICES, _STREAM_CONTACTS = (
     range(6)
 )
+_STREAM_CHURN = 6  # appended last: latent traits, rhythms, precursors and dips (docs/sandbox-churn.md)
+
+# Churn dynamics. Who churns is drawn, not ruled: every customer of the churn pool gets an exponential time to
+# churn whose rate (hazard) rises with low engagement and a sparse rhythm; the first to churn become lapsed,
+# archived or churning (mid-way through a pre-churn phase today). Other profiles describe a current state and keep
+# their members. See docs/sandbox-churn.md for what a model can and cannot learn from this.
+_CHURN_POOL = ("steady", "lapsed", "archived")
+_CHURNING_SHARE = 0.04  # taken from the steady customers of the pool
+_HAZARD_ENGAGEMENT = 0.3  # log-hazard per standard deviation of (lower) engagement
+_HAZARD_SPARSITY = 1.0  # log-hazard per unit of (1 - share of days a rhythm is active)
+_ENGAGEMENT_VOLUME = 0.4  # correlation between engagement and log usage volume
+# Regular, week-stable rhythms, so a steady customer's week-over-week usage stays flat. Rows: days of the week
+# active, counted from the customer's own first weekday (workdays from Monday); every_other_day alternates instead.
+_RHYTHMS = ("daily", "workdays", "every_other_day", "three_a_week", "two_a_week", "weekly")
+_RHYTHM_SHARES = (0.50, 0.12, 0.12, 0.10, 0.08, 0.08)  # from most to least engaged
+_RHYTHM_DAYS = np.array(
+    [
+        [1, 1, 1, 1, 1, 1, 1],
+        [1, 1, 1, 1, 1, 0, 0],
+        [1, 0, 1, 0, 1, 0, 1],  # placeholder: every_other_day follows the calendar day, not the weekday
+        [1, 0, 1, 0, 1, 0, 0],
+        [1, 0, 0, 1, 0, 0, 0],
+        [1, 0, 0, 0, 0, 0, 0],
+    ],
+    dtype=bool,
+)
+_RHYTHM_ACTIVE_SHARE = np.array([1, 5 / 7, 1 / 2, 3 / 7, 2 / 7, 1 / 7])
+_DAILY, _WORKDAYS, _EVERY_OTHER_DAY = 0, 1, 2
+# Profiles whose tests compare two single weeks: only dense rhythms keep one day's noise out of that ratio.
+_DENSE_RHYTHM_PROFILES = ("declining", "renewal_7d")
+_PRECURSOR_SHARE = 0.7  # churners of the history that fade first; the rest stop abruptly
+_PRECURSOR_DAYS = (14, 42)
+_PRECURSOR_FLOOR = (0.1, 0.5)  # usage left on the last days, as a share of the usual
+_PRECURSOR_SKIP = (0.3, 0.75)  # share of scheduled days skipped on the last days
+_DIP_SHARE = 0.3  # non-churners with one temporary dip (a false alarm)
+_DIP_PROFILES = ("steady", "credits_low", "failed_then_paid", "renewal_30d", "renewed_recently")
+_DIP_DAYS = (7, 21)
+_DIP_DEPTH = (0.4, 0.7)  # usage during the dip, as a share of the usual
+_DIP_SKIP = (0.0, 0.5)
 
 
 @dataclass(frozen=True)
@@ -177,6 +222,10 @@ class _Core:
     invoices: dict[str, list[dict]]
     balances: dict[str, list[dict]]
     profiles: dict[str, str]
+    rhythms: dict[str, str]
+    churn_days: dict[str, int]
+    precursor_days: dict[str, int]
+    dips: dict[str, tuple[int, int]]
     contacts: pd.DataFrame
     hourly: np.ndarray  # uint32 [customer, metric, hour since grid_start]; hours not yet ended are 0
     daily: np.ndarray  # float64 [customer, metric, day since grid_start]
@@ -211,6 +260,14 @@ class SandboxTenant:
         self.invoices = core.invoices
         self.balances = core.balances
         self.profiles = core.profiles
+        # More ground truth, off the wire, in days relative to today (00:00 UTC; negative = in the past):
+        # each customer's usage rhythm; for every churner the first day without usage (lapsed and archived:
+        # past, churning: ahead); for churners that faded first the length of that pre-churn phase; and for
+        # non-churners with a temporary dip its [start, end) days.
+        self.rhythms = core.rhythms
+        self.churn_days = core.churn_days
+        self.precursor_days = core.precursor_days
+        self.dips = core.dips
         self.default_activity_metric = _METRICS[0].name
         self._lock = threading.Lock()
         self._overlay: dict[int, dict[tuple[int, int], float]] = {}
@@ -582,6 +639,22 @@ class _Generator:
             invoices=self.invoices,
             balances=self.balances,
             profiles={cid: str(p) for cid, p in zip(self.customer_ids, self.labels, strict=True)},
+            rhythms={cid: _RHYTHMS[r] for cid, r in zip(self.customer_ids, self.rhythm, strict=True)},
+            churn_days={
+                self.customer_ids[i]: int(self.churn_day[i]) - self.anchor_day
+                for i in np.flatnonzero(self.churn_day < _NEVER)
+            },
+            precursor_days={
+                self.customer_ids[i]: int(self.precursor_length[i])
+                for i in np.flatnonzero(self.precursor_length)
+            },
+            dips={
+                self.customer_ids[i]: (
+                    int(self.dip_start[i]) - self.anchor_day,
+                    int(self.dip_start[i] + self.dip_length[i]) - self.anchor_day,
+                )
+                for i in np.flatnonzero(self.dip_length)
+            },
             contacts=contacts,
             hourly=self.hourly,
             daily=self.daily,
@@ -642,7 +715,8 @@ class _Generator:
             p: max(_PROFILE_MINIMUM.get(p, 1), round(share * n)) for p, share in _PROFILE_SHARES.items()
         }
         counts["steady"] = n - sum(counts.values())
-        labels = np.array([p for p in PROFILES for _ in range(counts[p])])[rng.permutation(n)]
+        labels = np.array([p for p in PROFILES for _ in range(counts.get(p, 0))])[rng.permutation(n)]
+        labels = self._draw_churners(labels)
         rank = np.zeros(
             n, dtype=np.int64
         )  # position within its profile, to spread variants deterministically
@@ -664,10 +738,12 @@ class _Generator:
         draws = rng.random(n)
         lapsed = where("lapsed")
         bucket = rank % 7
-        lapse_days[lapsed & (bucket == 0)] = 20 + (draws * 21).astype(int)[lapsed & (bucket == 0)]
+        # Recent (20-34 days: last use within a week before, whatever the rhythm), before the history (130-200)
+        # and spread over the history (45-114), so churn events fall on many days a model trains on.
+        lapse_days[lapsed & (bucket == 0)] = 20 + (draws * 15).astype(int)[lapsed & (bucket == 0)]
         lapse_days[lapsed & (bucket == 1)] = 130 + (draws * 71).astype(int)[lapsed & (bucket == 1)]
         regular = lapsed & (bucket > 1)
-        lapse_days[regular] = 45 + (draws * 76).astype(int)[regular]
+        lapse_days[regular] = 45 + (draws * 70).astype(int)[regular]
         age_days[lapsed] = lapse_days[lapsed] + rng.integers(60, 400, n)[lapsed]
 
         archived_s = np.full(n, -1, dtype=np.int64)
@@ -698,6 +774,39 @@ class _Generator:
         self.decline = decline
         self.customer_ids = [self.uid("customer", i) for i in range(n)]
         self._customer_dicts(rng)
+
+    def _draw_churners(self, labels: np.ndarray) -> np.ndarray:
+        """Draw latent traits, then let a hazard on them pick which customers of the churn pool churn.
+
+        Engagement (standard normal) sets usage volume and, with noise, the rhythm: the less engaged get the
+        sparser rhythms. Each pool customer's time to churn is exponential with rate
+        exp(-a * engagement + b * (1 - active share of its rhythm)); the first to churn, as many as the lapsed,
+        archived and churning profiles need, get those profiles in random order. So low volume and long gaps
+        raise the odds of churning, and the features can see both, but they decide nothing on their own.
+        """
+        n = self.n
+        rng = self.churn_rng = self.rng(_STREAM_CHURN)
+        self.engagement = rng.standard_normal(n)
+        sparsity = -0.6 * self.engagement + 0.8 * rng.standard_normal(n)
+        position = (np.argsort(np.argsort(sparsity, kind="stable"), kind="stable") + 0.5) / n
+        rhythm = np.searchsorted(np.cumsum(_RHYTHM_SHARES), position)
+        hazard = np.exp(
+            -_HAZARD_ENGAGEMENT * self.engagement + _HAZARD_SPARSITY * (1 - _RHYTHM_ACTIVE_SHARE[rhythm])
+        )
+        time_to_churn = rng.exponential(size=n) / hazard
+        pool = np.flatnonzero(np.isin(labels, _CHURN_POOL))
+        churning = min(max(2, round(_CHURNING_SHARE * n)), int((labels == "steady").sum()) // 2)
+        roles = np.repeat(
+            ["lapsed", "archived", "churning"],
+            [(labels == "lapsed").sum(), (labels == "archived").sum(), churning],
+        )
+        first = pool[np.argsort(time_to_churn[pool], kind="stable")[: len(roles)]]
+        labels = labels.astype(f"<U{max(len(p) for p in PROFILES)}")
+        labels[pool] = "steady"
+        labels[first] = roles[rng.permutation(len(roles))]
+        rhythm[np.isin(labels, _DENSE_RHYTHM_PROFILES) & (rhythm > _WORKDAYS)] = _WORKDAYS
+        self.rhythm = rhythm
+        return labels
 
     def _customer_dicts(self, rng: np.random.Generator) -> None:
         n = self.n
@@ -762,12 +871,70 @@ class _Generator:
 
     # --- usage -----------------------------------------------------------------------------------------------
 
+    def _activity(self) -> np.ndarray:
+        """Per customer and day: 0 on a day without use, else a volume factor (1, or less in a fade or a dip).
+
+        A rhythm schedules the days of use. Most churners of the history, and every churning customer, fade
+        before their churn day: over 2-6 weeks usage falls to 10-50% and more and more scheduled days are skipped
+        (gaps lengthen); the last scheduled day before the churn day is always used. Some non-churners get one
+        1-3 week dip (usage down 30-60%, some days skipped) and recover, so a drop alone never proves churn.
+        """
+        n, n_days, rng = self.n, self.n_days, self.churn_rng
+        days = np.arange(n_days)
+        offset = np.where(self.rhythm == _WORKDAYS, 0, rng.integers(0, 7, n))
+        weekday = (days + self.grid_start.weekday()) % 7
+        scheduled = _RHYTHM_DAYS[self.rhythm[:, None], (weekday[None, :] - offset[:, None]) % 7]
+        alternate = self.rhythm == _EVERY_OTHER_DAY
+        scheduled[alternate] = (days[None, :] + offset[alternate, None]) % 2 == 0
+
+        churn_day = np.full(n, _NEVER, dtype=np.int64)
+        lapsed, archived = self.lapse_days >= 0, self.archived_s >= 0
+        churn_day[lapsed] = self.anchor_day - self.lapse_days[lapsed]
+        churn_day[archived] = (self.archived_s[archived] - self.grid_start_s) // _DAY
+        length = rng.integers(_PRECURSOR_DAYS[0], _PRECURSOR_DAYS[1] + 1, n)
+        floor = rng.uniform(*_PRECURSOR_FLOOR, n)
+        slowdown = rng.uniform(*_PRECURSOR_SKIP, n)
+        fades = (rng.random(n) < _PRECURSOR_SHARE) & (lapsed | archived)
+        churning = self.labels == "churning"
+        progress = rng.uniform(0.5, 0.95, n)  # how far into its fade a churning customer is today
+        churn_day[churning] = self.anchor_day + np.ceil((1 - progress) * length).astype(np.int64)[churning]
+        fades |= churning
+        dipping = (rng.random(n) < _DIP_SHARE) & np.isin(self.labels, _DIP_PROFILES)
+        dip_length = rng.integers(_DIP_DAYS[0], _DIP_DAYS[1] + 1, n)
+        dip_start = rng.integers(0, n_days, n)
+        dip_depth = rng.uniform(*_DIP_DEPTH, n)
+        dip_skip = rng.uniform(*_DIP_SKIP, n)
+        draw = rng.random((n, n_days), dtype=np.float32)
+
+        progress_by_day = (days[None, :] - (churn_day - length)[:, None] + 1) / length[:, None]
+        fading = fades[:, None] & (progress_by_day > 0) & (days[None, :] < churn_day[:, None])
+        volume = np.where(fading, 1 - (1 - floor[:, None]) * progress_by_day, 1.0).astype(np.float32)
+        skip = np.where(fading, slowdown[:, None] * progress_by_day, 0.0).astype(np.float32)
+        in_dip = dipping[:, None] & (days[None, :] >= dip_start[:, None])
+        in_dip &= days[None, :] < (dip_start + dip_length)[:, None]
+        volume[in_dip] *= np.broadcast_to(dip_depth[:, None], in_dip.shape)[in_dip]
+        skip[in_dip] = np.broadcast_to(dip_skip[:, None], in_dip.shape)[in_dip]
+        before_churn = scheduled & (days[None, :] < churn_day[:, None])
+        has_last = (churn_day < _NEVER) & before_churn.any(axis=1)
+        last = n_days - 1 - np.argmax(before_churn[:, ::-1], axis=1)
+        skip[has_last, last[has_last]] = 0.0
+
+        self.churn_day = churn_day
+        self.precursor_length = np.where(fades, length, 0)
+        self.dip_start = dip_start
+        self.dip_length = np.where(dipping, dip_length, 0)
+        return np.where(scheduled & (draw >= skip), volume, np.float32(0.0))
+
     def _usage(self) -> None:
-        """Hourly usage = rate x diurnal x weekday x profile-per-day x noise, as whole units; chunked for memory."""
+        """Hourly usage = rate x diurnal x weekday x profile-per-day x activity x noise, as whole units, chunked."""
         n, m, n_days = self.n, len(self.metrics), self.n_days
         n_hours = 24 * n_days
+        activity = self._activity()
         rng = self.rng(_STREAM_USAGE)
-        calls = np.exp(rng.normal(math.log(25), 1.0, n)).clip(0.2, 3000)
+        # Engagement shares the usage stream's draw without changing its spread: log volume stays N(log 25, 1).
+        volume = rng.normal(0.0, 1.0, n)
+        mix = _ENGAGEMENT_VOLUME * self.engagement + math.sqrt(1 - _ENGAGEMENT_VOLUME**2) * volume
+        calls = np.exp(math.log(25) + mix).clip(0.2, 3000)
         signal = np.isin(
             self.labels, ["credits_low", "failed_payment", "failed_then_paid", "declining", "renewal_7d"]
         )
@@ -786,12 +953,14 @@ class _Generator:
         diurnal = 0.25 + 0.75 * (0.5 + 0.5 * np.cos(2 * np.pi * (hour_of_day[None, :] - peak[:, None]) / 24))
         weekend = (np.arange(n_days) + self.grid_start.weekday()) % 7 >= 5
         weekday_factor = np.where(weekend[None, :], rng.uniform(0.3, 0.9, n)[:, None], 1.0)
+        weekday_factor[self.rhythm != _DAILY] = 1.0  # a schedule already picks its days
 
         relative_day = np.arange(n_days) - self.anchor_day
         trend = 1 + rng.uniform(-0.1, 0.15, n)[:, None] * relative_day[None, :] / self.spec.history_days
         day_factor = trend * np.exp(rng.normal(0, 0.08, (n, n_days)))
         day_factor[:, relative_day >= -7] *= self.decline[:, None]
         day_factor *= weekday_factor
+        day_factor *= activity
 
         stop_s = np.full(n, self.now_s, dtype=np.int64)
         lapsed = self.lapse_days >= 0
@@ -835,7 +1004,14 @@ class _Generator:
             created = datetime.fromtimestamp(int(self.created_s[i]), UTC)
             created_day = created.replace(hour=0, minute=0, second=0)
             evergreen_share = {"lapsed": 1 / 3, "new": 0.4}.get(profile, 0.0)
-            if profile in ("steady", "declining", "credits_low", "failed_payment", "failed_then_paid"):
+            if profile in (
+                "steady",
+                "churning",
+                "declining",
+                "credits_low",
+                "failed_payment",
+                "failed_then_paid",
+            ):
                 evergreen_share = 0.3
             start: datetime
             end: datetime | None
@@ -1020,7 +1196,15 @@ class _Generator:
         self.applied: dict[str, list[tuple[dict, float]]] = defaultdict(list)  # invoice id -> (item, amount)
         self._billing_cache: dict[tuple[int, str | None], list[dict | None]] = {}
         self.balances: dict[str, list[dict]] = {}
-        holders = {"steady", "declining", "renewal_7d", "renewal_30d", "renewed_recently", "lapsed"}
+        holders = {
+            "steady",
+            "churning",
+            "declining",
+            "renewal_7d",
+            "renewal_30d",
+            "renewed_recently",
+            "lapsed",
+        }
         for i in range(n):
             profile, d, current = self.labels[i], draws[i], self.current_contract[i]
             created_day = -(
