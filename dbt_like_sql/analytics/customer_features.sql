@@ -205,13 +205,25 @@ gaps AS (
 ),
 
 rhythm AS (
+    SELECT *, last_active_day + CAST(ceil(typical_gap_days) AS INTEGER) AS expected_next_active_day
+    FROM (
+        SELECT
+            customer_id,
+            count(*) AS active_days_90d,
+            max(day) AS last_active_day,
+            CAST(CASE WHEN count(*) >= 4 THEN median(gap) END AS DOUBLE) AS typical_gap_days
+        FROM gaps
+        GROUP BY customer_id
+    )
+),
+
+value AS (
     SELECT
-        customer_id,
-        count(*) AS active_days_90d,
-        max(day) AS last_active_day,
-        CASE WHEN count(*) >= 4 THEN median(gap) END AS typical_gap_days
-    FROM gaps
-    GROUP BY customer_id
+        c.customer_id,
+        coalesce(cv.contract_value_per_year, coalesce(pi.revenue_90d, 0) * 365.0 / 90) AS annual_value
+    FROM customers AS c
+    LEFT JOIN paid_invoices AS pi USING (customer_id)
+    LEFT JOIN contract_value AS cv USING (customer_id)
 ),
 
 latest_billed_invoice AS (
@@ -247,16 +259,13 @@ SELECT
     coalesce(pi.revenue_to_date, 0) AS revenue_to_date,
     coalesce(pi.revenue_90d, 0) AS revenue_90d,
     cv.contract_value_per_year,
-    coalesce(cv.contract_value_per_year, coalesce(pi.revenue_90d, 0) * 365.0 / 90) AS annual_value,
-    CAST(ceil(10 * cume_dist() OVER (
-        ORDER BY coalesce(cv.contract_value_per_year, coalesce(pi.revenue_90d, 0) * 365.0 / 90)
-    )) AS INTEGER) AS value_decile,
+    v.annual_value,
+    CAST(ceil(10 * cume_dist() OVER (ORDER BY v.annual_value)) AS INTEGER) AS value_decile,
     coalesce(r.active_days_90d, 0) AS active_days_90d,
     r.last_active_day,
-    CAST(r.typical_gap_days AS DOUBLE) AS typical_gap_days,
-    r.last_active_day + CAST(ceil(r.typical_gap_days) AS INTEGER) AS expected_next_active_day,
-    date_diff('day', r.last_active_day + CAST(ceil(r.typical_gap_days) AS INTEGER), CAST(p.as_of AS DATE))
-        AS days_overdue
+    r.typical_gap_days,
+    r.expected_next_active_day,
+    date_diff('day', r.expected_next_active_day, CAST(p.as_of AS DATE)) AS days_overdue
 FROM customers AS c
 CROSS JOIN params AS p
 LEFT JOIN activity AS a USING (customer_id)
@@ -269,3 +278,4 @@ LEFT JOIN latest_billed_invoice AS inv USING (customer_id)
 LEFT JOIN paid_invoices AS pi USING (customer_id)
 LEFT JOIN contract_value AS cv USING (customer_id)
 LEFT JOIN rhythm AS r USING (customer_id)
+LEFT JOIN value AS v USING (customer_id)

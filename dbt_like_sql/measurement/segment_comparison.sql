@@ -68,6 +68,18 @@ active_days AS (
     WHERE u.value > 0 AND u.customer_id IN (SELECT customer_id FROM entries)
 ),
 
+-- The contract covering the entry instant (the latest starting_at, as customer_features and the label pick it).
+covering AS (
+    SELECT e.segment, e.customer_id, e.entered_at, k.ending_before
+    FROM entries AS e
+    JOIN staging.stg_contracts AS k
+        ON k.customer_id = e.customer_id AND k.starting_at <= e.entered_at
+        AND (k.ending_before IS NULL OR e.entered_at < k.ending_before)
+    QUALIFY row_number() OVER (
+        PARTITION BY e.segment, e.customer_id, e.entered_at ORDER BY k.starting_at DESC, k.contract_id
+    ) = 1
+),
+
 outcomes AS (
     SELECT
         e.*,
@@ -83,9 +95,9 @@ outcomes AS (
                 AND c.archived_at > e.entered_at AND c.archived_at <= e.entered_at + INTERVAL 30 DAY
         )
         OR EXISTS (
-            SELECT 1 FROM staging.stg_contracts AS k
-            WHERE k.customer_id = e.customer_id AND k.starting_at <= e.entered_at
-                AND k.ending_before > e.entered_at AND k.ending_before <= e.entered_at + INTERVAL 30 DAY
+            SELECT 1 FROM covering AS k
+            WHERE k.segment = e.segment AND k.customer_id = e.customer_id AND k.entered_at = e.entered_at
+                AND k.ending_before <= e.entered_at + INTERVAL 30 DAY
                 AND NOT EXISTS (
                     SELECT 1 FROM staging.stg_contracts AS n
                     WHERE n.customer_id = k.customer_id AND n.starting_at <= k.ending_before

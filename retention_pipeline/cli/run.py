@@ -265,6 +265,7 @@ def print_summary(run_ids: list[str], started_at: datetime, warnings: list[str])
             else []
         )
         segments = con.execute(SEGMENTS_SQL).fetchall() if _has(con, "segments", "partitions") else []
+        model = con.execute(MODEL_SQL).fetchone() if _has(con, "analytics", "churn_models") else None
         history = (
             con.execute(
                 "SELECT count(DISTINCT partition_key) FROM segments.partitions WHERE cadence = 'daily'"
@@ -290,7 +291,7 @@ def print_summary(run_ids: list[str], started_at: datetime, warnings: list[str])
             f"+{entries} entered −{exits} exited  holdout {holdout}"
             + ("" if guard == "ok" else f"  [{guard}]")
         )
-    print_model(path)
+    print_model(model)
     print(f"\nWarnings ({len(warnings)}):" if warnings else "\nWarnings: none")
     for warning in warnings:
         print(f"  ! {warning}")
@@ -316,10 +317,8 @@ FROM analytics.churn_models AS m ORDER BY trained_as_of DESC, trained_at DESC LI
 """
 
 
-def print_model(path) -> None:
-    """The newest churn model attempt: what it learned from and how it did against the best single rule."""
-    with duckdb.connect(str(path), read_only=True) as con:
-        row = con.execute(MODEL_SQL).fetchone() if _has(con, "analytics", "churn_models") else None
+def print_model(row: tuple | None) -> None:
+    """The newest churn model attempt (a MODEL_SQL row): what it learned from and how it did against the best rule."""
     print("\nChurn model:")
     if row is None:
         print("  (not trained yet: the weekly_churn_model job trains it)")

@@ -122,10 +122,7 @@ def insert_table_rows(con, cadence: str, as_of: datetime, tables: dict) -> None:
             for row in spec["rows"]
         ]
         con.execute(f"DELETE FROM {table} WHERE cadence = ? AND as_of = ?", [cadence, as_of])
-        if rows:
-            keys = list(dict.fromkeys(k for row in rows for k in row))
-            fixture_rows = pa.table({k: [row.get(k) for row in rows] for k in keys})  # noqa: F841
-            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM fixture_rows").fetchall()
+        _insert_rows(con, table, rows)
 
 
 def build_features(con, cadence: str, as_of: datetime, accounts: list[dict]) -> None:
@@ -133,15 +130,20 @@ def build_features(con, cadence: str, as_of: datetime, accounts: list[dict]) -> 
     set_run_variables(con, cadence, as_of)
     for model in load_project(SQL_ROOT, RAW_TABLES):
         build_model(con, model)
-    if not accounts:
+    _insert_rows(
+        con, "analytics.customer_features", [{**a, "cadence": cadence, "as_of": as_of} for a in accounts]
+    )
+
+
+def _insert_rows(con, table: str, rows: list[dict]) -> None:
+    """Columnar, by name (a DuckDB replacement scan of an Arrow table): a column a row leaves out is NULL."""
+    if not rows:
         return
-    # Columnar, by name (a DuckDB replacement scan of the Arrow table): a column an account leaves out is NULL.
-    rows = [{**a, "cadence": cadence, "as_of": as_of} for a in accounts]
     keys = list(
         dict.fromkeys(k for row in rows for k in row)
     )  # every row's keys (from_pylist reads the first's)
-    fixture_accounts = pa.table({k: [row.get(k) for row in rows] for k in keys})  # noqa: F841
-    con.execute("INSERT INTO analytics.customer_features BY NAME SELECT * FROM fixture_accounts").fetchall()
+    fixture_rows = pa.table({k: [row.get(k) for row in rows] for k in keys})  # noqa: F841
+    con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM fixture_rows").fetchall()
 
 
 def _compare(con, spec: dict, as_of: datetime) -> list[str]:

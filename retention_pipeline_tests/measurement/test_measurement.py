@@ -7,6 +7,7 @@ import pytest
 
 from retention_pipeline.destinations.sync import ensure_tables as ensure_sync_tables
 from retention_pipeline.models.assets import build_model, set_run_variables
+from retention_pipeline.models.churn.dataset import label_points
 from retention_pipeline.models.project import SQL_ROOT, load_project
 from retention_pipeline.segments.engine import ensure_tables as ensure_segment_tables
 from retention_pipeline.segments.fixtures import RAW_TABLES, prepare
@@ -260,3 +261,26 @@ def test_segment_comparison_uses_one_window_one_churn_outcome_and_wilson_interva
     )
     assert (low, high) == (pytest.approx(centre - half), pytest.approx(centre + half))
     assert 0 <= low < p < high <= 1
+
+    # The comparison's outcome is the churn label's (lapsed, archived, contract ended unrenewed), restated in the
+    # measurement SQL because a model cannot fill the label's temp table: the two must agree on every entry.
+    label_points(
+        con,
+        "SELECT DISTINCT customer_id, as_of AS t FROM segments.changes WHERE change = 'entered' "
+        "AND segment IN ('rule', 'model') AND as_of >= '2026-10-01' AND as_of <= '2026-10-22'",
+        T("2026-11-21"),
+    )
+    by_label = dict(
+        con.execute(
+            "SELECT c.segment, avg(CAST(l.lapsed_30d OR l.archived_30d OR l.contract_ended_30d AS INTEGER)) "
+            "FROM segments.changes AS c JOIN churn_labels AS l ON l.customer_id = c.customer_id AND l.t = c.as_of "
+            "WHERE c.change = 'entered' GROUP BY c.segment"
+        ).fetchall()
+    )
+    compared = dict(
+        con.execute(
+            "SELECT segment, (treated_churn_rate * treated_n + holdout_churn_rate * holdout_n) / entries "
+            "FROM segments.segment_comparison WHERE segment IN ('rule', 'model')"
+        ).fetchall()
+    )
+    assert by_label == pytest.approx(compared) and set(by_label) == {"rule", "model"}
